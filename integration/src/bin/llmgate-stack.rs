@@ -1,0 +1,99 @@
+//! Starts the demo stack on the ports of CONTRACT.md.
+//!
+//! `llmgate-stack run`: in the foreground until Ctrl-C (which reaches every
+//! process of the foreground process group, so all of them stop).
+//! `llmgate-stack up`: in the background; returns once every component is
+//! healthy, with the pids in `.run/pids` for `make down`.
+
+use llmgate_integration::{repo_root, Options, Ports, Stack};
+use std::path::PathBuf;
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "run".to_string());
+    let root = repo_root();
+    let config_path = std::env::var("LLMGATE_CONFIG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("examples/demo.json"));
+    let config = match std::fs::read_to_string(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "cannot read plugin configuration {}: {e}",
+                config_path.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    let run_dir = root.join(".run");
+    let _ = std::fs::create_dir_all(&run_dir);
+    let mut opts = Options::new(&config);
+    opts.ports = Ports::demo();
+    opts.dir = Some(run_dir.clone());
+    opts.envoy_env = vec![
+        (
+            "LLMGATE_OPENAI_API_KEY".into(),
+            std::env::var("LLMGATE_OPENAI_API_KEY")
+                .unwrap_or_else(|_| "sk-demo-provider-openai".into()),
+        ),
+        (
+            "LLMGATE_ANTHROPIC_API_KEY".into(),
+            std::env::var("LLMGATE_ANTHROPIC_API_KEY")
+                .unwrap_or_else(|_| "sk-ant-demo-provider".into()),
+        ),
+    ];
+    let detached = mode == "up";
+    let started = if detached {
+        Stack::start_detached(opts)
+    } else {
+        Stack::try_start(opts)
+    };
+    let stack = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("the stack did not start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let pids: String = stack
+        .pids()
+        .iter()
+        .map(|(name, pid)| format!("{pid} {name}\n"))
+        .collect();
+    if let Err(e) = std::fs::write(run_dir.join("pids"), pids) {
+        eprintln!("cannot write .run/pids: {e}");
+    }
+    println!(
+        "llmgate demo stack is up (config: {})",
+        config_path.display()
+    );
+    println!("  Envoy + llmgate  http://127.0.0.1:10000");
+    println!("  Envoy admin      http://127.0.0.1:9901/stats/prometheus");
+    println!(
+        "  mock LLMs        http://127.0.0.1:18001 (primary), http://127.0.0.1:18002 (fallback)"
+    );
+    println!("  Redis 127.0.0.1:16379, webdis http://127.0.0.1:17379");
+    println!("  audit log        .run/audit.log");
+    println!();
+    println!("Try:");
+    println!(
+        r#"  curl -s http://127.0.0.1:10000/v1/chat/completions -H 'Authorization: Bearer sk-llmgate-demo' -H 'content-type: application/json' -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Hello there"}}]}}'"#
+    );
+    println!(
+        r#"  curl -sN http://127.0.0.1:10000/v1/chat/completions -H 'Authorization: Bearer sk-llmgate-demo' -H 'content-type: application/json' -d '{{"model":"gpt-4o-mini","stream":true,"messages":[{{"role":"user","content":"Stream this please"}}]}}'"#
+    );
+    println!(
+        r#"  curl -s http://127.0.0.1:10000/v1/messages -H 'x-api-key: sk-llmgate-demo' -H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' -d '{{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{{"role":"user","content":"Hi Claude"}}]}}'"#
+    );
+    println!("  curl -s http://127.0.0.1:9901/stats/prometheus | grep llmgate");
+    if detached {
+        std::mem::forget(stack);
+        return;
+    }
+    println!();
+    println!("Ctrl-C stops everything.");
+    loop {
+        std::thread::park();
+    }
+}

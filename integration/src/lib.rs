@@ -1,0 +1,544 @@
+//! Integration harness: starts Redis, webdis, two mock LLMs and Envoy with
+//! llmgate on loopback ports, waits until each is healthy, and stops them all
+//! when dropped (also when a test panics, after printing Envoy's log tail).
+//!
+//! The same code starts the demo stack (`make run`, `make up`) through the
+//! `llmgate-stack` binary, so tests and demo run one configuration.
+
+pub mod client;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use client::{HttpResponse, Request};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
+    candidates.iter().find(|p| p.exists()).cloned()
+}
+
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("LLMGATE_ENVOY") {
+        return PathBuf::from(p);
+    }
+    repo_root().join(".venv/bin/envoy")
+}
+
+pub fn mock_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("LLMGATE_MOCK") {
+        return PathBuf::from(p);
+    }
+    let root = repo_root();
+    first_existing(&[
+        root.join("target/release/mock-llm"),
+        root.join("target/debug/mock-llm"),
+    ])
+    .unwrap_or_else(|| root.join("target/release/mock-llm"))
+}
+
+pub fn wasm_path() -> PathBuf {
+    if let Ok(p) = std::env::var("LLMGATE_WASM") {
+        return PathBuf::from(p);
+    }
+    repo_root().join("target/wasm32-wasip1/release/llmgate.wasm")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Ports of one stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub listen: u16,
+    pub admin: u16,
+    pub primary: u16,
+    pub fallback: u16,
+    pub redis: u16,
+    pub webdis: u16,
+}
+
+impl Ports {
+    pub fn free() -> Self {
+        Self {
+            listen: free_port(),
+            admin: free_port(),
+            primary: free_port(),
+            fallback: free_port(),
+            redis: free_port(),
+            webdis: free_port(),
+        }
+    }
+
+    /// The demo stack's fixed ports (CONTRACT.md).
+    pub fn demo() -> Self {
+        Self {
+            listen: 10000,
+            admin: 9901,
+            primary: 18001,
+            fallback: 18002,
+            redis: 16379,
+            webdis: 17379,
+        }
+    }
+}
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The plugin configuration (JSON text). `None`: no wasm filter at all
+    /// (bare Envoy, for the benchmark).
+    pub plugin_config: Option<String>,
+    /// Envoy worker threads.
+    pub concurrency: u32,
+    /// Envoy route retries (the shipped policy uses 2).
+    pub retries: u32,
+    pub runtime: String,
+    pub ports: Ports,
+    /// Where logs, the audit log and rendered configs go.
+    pub dir: Option<PathBuf>,
+    /// Extra environment for Envoy (e.g. provider credentials).
+    pub envoy_env: Vec<(String, String)>,
+    pub start_redis: bool,
+}
+
+impl Options {
+    pub fn new(plugin_config: &str) -> Self {
+        Self {
+            plugin_config: Some(plugin_config.to_string()),
+            concurrency: 2,
+            retries: 2,
+            runtime: "envoy.wasm.runtime.v8".to_string(),
+            ports: Ports::free(),
+            dir: None,
+            envoy_env: vec![
+                (
+                    "LLMGATE_OPENAI_API_KEY".into(),
+                    "sk-provider-openai-test".into(),
+                ),
+                (
+                    "LLMGATE_ANTHROPIC_API_KEY".into(),
+                    "sk-ant-provider-test".into(),
+                ),
+            ],
+            start_redis: true,
+        }
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn fresh_dir() -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = repo_root().join("target/itest").join(format!(
+        "{}-{}-{}",
+        std::process::id(),
+        n,
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::create_dir_all(&dir);
+    dir
+}
+
+/// Substitutes every `${NAME}` in `template`.
+pub fn render(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("${{{k}}}"), v);
+    }
+    out
+}
+
+/// Renders the Envoy bootstrap for these options.
+pub fn envoy_yaml(opts: &Options, audit_log: &Path) -> String {
+    let root = repo_root();
+    let tmpl = fs::read_to_string(root.join("envoy/envoy.yaml.tmpl")).unwrap_or_default();
+    let wasm_filter = match &opts.plugin_config {
+        Some(cfg) => {
+            let t =
+                fs::read_to_string(root.join("envoy/wasm-filter.yaml.tmpl")).unwrap_or_default();
+            render(
+                &t,
+                &[
+                    ("WASM_RUNTIME", opts.runtime.clone()),
+                    ("WASM_PATH", wasm_path().display().to_string()),
+                    // A JSON string literal is a valid YAML double-quoted scalar.
+                    (
+                        "PLUGIN_CONFIG",
+                        serde_json::to_string(cfg).unwrap_or_else(|_| "\"\"".into()),
+                    ),
+                ],
+            )
+        }
+        None => String::new(),
+    };
+    render(
+        &tmpl,
+        &[
+            ("WASM_FILTER", wasm_filter.trim_end().to_string()),
+            ("ADMIN_PORT", opts.ports.admin.to_string()),
+            ("LISTEN_PORT", opts.ports.listen.to_string()),
+            ("PRIMARY_PORT", opts.ports.primary.to_string()),
+            ("FALLBACK_PORT", opts.ports.fallback.to_string()),
+            ("WEBDIS_PORT", opts.ports.webdis.to_string()),
+            ("RETRIES", opts.retries.to_string()),
+            ("AUDIT_LOG", audit_log.display().to_string()),
+        ],
+    )
+}
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+/// A running stack. Dropping it stops every process it started.
+pub struct Stack {
+    pub ports: Ports,
+    pub dir: PathBuf,
+    procs: Vec<Proc>,
+    /// Keep processes running after drop (`make up`).
+    detached: bool,
+}
+
+fn spawn(name: &'static str, cmd: &mut Command, log: &Path, group: bool) -> Result<Proc, String> {
+    let out = fs::File::create(log).map_err(|e| format!("{name}: log file: {e}"))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{name}: log file: {e}"))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    if group {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("{name}: cannot start {:?}: {e}", cmd.get_program()))?;
+    Ok(Proc { name, child })
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err(format!("{what} not healthy after {timeout:?}"))
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"+PONG"))
+}
+
+fn http_ok(port: u16, path: &str) -> bool {
+    client::get(port, path)
+        .map(|r| r.status == 200)
+        .unwrap_or(false)
+}
+
+impl Stack {
+    /// Starts a full stack; panics with the reason (tests) if it cannot.
+    pub fn start(opts: Options) -> Stack {
+        match Self::try_start(opts) {
+            Ok(s) => s,
+            Err(e) => panic!("stack did not start: {e}"),
+        }
+    }
+
+    /// Starts a full stack, or returns why it could not (with Envoy's log when
+    /// Envoy is the one that failed).
+    pub fn try_start(opts: Options) -> Result<Stack, String> {
+        Self::start_inner(opts, false)
+    }
+
+    /// Starts the stack with processes in their own process groups, meant to
+    /// outlive this process (`make up`).
+    pub fn start_detached(opts: Options) -> Result<Stack, String> {
+        Self::start_inner(opts, true)
+    }
+
+    fn start_inner(opts: Options, detached: bool) -> Result<Stack, String> {
+        let dir = opts.dir.clone().unwrap_or_else(fresh_dir);
+        let _ = fs::create_dir_all(&dir);
+        let p = opts.ports;
+        let mut stack = Stack {
+            ports: p,
+            dir: dir.clone(),
+            procs: Vec::new(),
+            detached: false,
+        };
+        if opts.start_redis {
+            stack.procs.push(spawn(
+                "redis",
+                Command::new("redis-server")
+                    .args(["--port", &p.redis.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .arg("--dir")
+                    .arg(&dir),
+                &dir.join("redis.log"),
+                detached,
+            )?);
+            let webdis_conf = dir.join("webdis.json");
+            let conf = serde_json::json!({
+                "redis_host": "127.0.0.1",
+                "redis_port": p.redis,
+                "http_host": "127.0.0.1",
+                "http_port": p.webdis,
+                "threads": 2,
+                "pool_size": 8,
+                "daemonize": false,
+                "database": 0,
+                "websockets": false,
+                "verbosity": 3,
+                "logfile": dir.join("webdis.log").display().to_string(),
+            });
+            fs::write(&webdis_conf, conf.to_string()).map_err(|e| e.to_string())?;
+            wait_until("redis", Duration::from_secs(10), || redis_ping(p.redis))?;
+            stack.procs.push(spawn(
+                "webdis",
+                Command::new("webdis").arg(&webdis_conf),
+                &dir.join("webdis.stdout.log"),
+                detached,
+            )?);
+        }
+        for (name, port) in [("primary", p.primary), ("fallback", p.fallback)] {
+            stack.procs.push(spawn(
+                if name == "primary" {
+                    "mock-primary"
+                } else {
+                    "mock-fallback"
+                },
+                Command::new(mock_bin()).args(["--port", &port.to_string(), "--name", name]),
+                &dir.join(format!("mock-{name}.log")),
+                detached,
+            )?);
+        }
+        let audit = dir.join("audit.log");
+        let yaml = envoy_yaml(&opts, &audit);
+        let yaml_path = dir.join("envoy.yaml");
+        fs::write(&yaml_path, yaml).map_err(|e| e.to_string())?;
+        let envoy_log = dir.join("envoy.log");
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c")
+            .arg(&yaml_path)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+            .arg("--use-dynamic-base-id")
+            .envs(opts.envoy_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        stack
+            .procs
+            .push(spawn("envoy", &mut cmd, &envoy_log, detached)?);
+
+        if opts.start_redis {
+            wait_until("webdis", Duration::from_secs(10), || {
+                http_ok(p.webdis, "/PING")
+            })?;
+        }
+        wait_until("mock primary", Duration::from_secs(10), || {
+            http_ok(p.primary, "/health")
+        })?;
+        wait_until("mock fallback", Duration::from_secs(10), || {
+            http_ok(p.fallback, "/health")
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http_ok(p.admin, "/ready") {
+                break;
+            }
+            let exited = stack
+                .procs
+                .iter_mut()
+                .find(|pr| pr.name == "envoy")
+                .and_then(|pr| pr.child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                let log = fs::read_to_string(&envoy_log).unwrap_or_default();
+                return Err(format!("envoy exited ({status}) before ready:\n{log}"));
+            }
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(&envoy_log).unwrap_or_default();
+                return Err(format!("envoy not ready after 60 s:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        stack.detached = detached;
+        Ok(stack)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.listen)
+    }
+
+    /// Pids of every process, for `make down`.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.procs.iter().map(|p| (p.name, p.child.id())).collect()
+    }
+
+    pub fn envoy_log(&self) -> String {
+        fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The audit log's lines, parsed.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or(serde_json::Value::String(l.to_string())))
+            .collect()
+    }
+
+    /// Waits until the audit log has at least `n` lines (Envoy flushes the
+    /// access log asynchronously).
+    pub fn wait_audit(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.audit_lines();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a request to Envoy's listener.
+    pub fn send(&self, req: &Request) -> HttpResponse {
+        client::send(self.ports.listen, req).unwrap_or_else(|e| panic!("request failed: {e}"))
+    }
+
+    /// `GET` on the primary mock's control API, parsed as JSON.
+    pub fn mock_json(&self, which: Mock, path: &str) -> serde_json::Value {
+        let r = client::get(self.mock_port(which), path).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn mock_port(&self, which: Mock) -> u16 {
+        match which {
+            Mock::Primary => self.ports.primary,
+            Mock::Fallback => self.ports.fallback,
+        }
+    }
+
+    /// Requests the mock has received since start or reset.
+    pub fn mock_requests(&self, which: Mock) -> u64 {
+        self.mock_json(which, "/mock/stats")["requests"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Sends a control request (faults, replies, reset) to a mock.
+    pub fn mock_control(&self, which: Mock, method: &str, path: &str, body: &str) {
+        let r = client::send(
+            self.mock_port(which),
+            &Request::new(method, path).body(body.as_bytes()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.status < 300, "mock control {path}: {}", r.status);
+    }
+
+    /// Envoy's stats in Prometheus form.
+    pub fn prometheus(&self) -> String {
+        client::get(self.ports.admin, "/stats/prometheus")
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The value of one Prometheus sample, e.g.
+    /// `llmgate_tokens_total{direction="in",model="m"}`: matched on the metric
+    /// name and every given label (label order free).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.prometheus();
+        metric_value(&text, name, labels)
+    }
+
+    /// Stops one component (to test failure modes).
+    pub fn kill(&mut self, name: &str) {
+        for p in self.procs.iter_mut().filter(|p| p.name == name) {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+/// Finds a sample in Prometheus text by name and labels.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, l)) => (m, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if all {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// Which mock.
+#[derive(Debug, Clone, Copy)]
+pub enum Mock {
+    Primary,
+    Fallback,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        if std::thread::panicking() {
+            let log = self.envoy_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("---- envoy log tail ({}) ----", self.dir.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        for p in self.procs.iter_mut().rev() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -31,12 +31,20 @@ impl Request {
 
     /// An OpenAI chat request with the demo key.
     pub fn openai(body: serde_json::Value) -> Self {
-        Self::post_json("/v1/chat/completions", &body)
+        Self::post_json("/v1/chat/completions", &body).bearer(crate::DEMO_KEY)
     }
 
-    /// An Anthropic messages request.
+    /// An Anthropic messages request with the demo key (`x-api-key`).
     pub fn anthropic(body: serde_json::Value) -> Self {
-        Self::post_json("/v1/messages", &body).header("anthropic-version", "2023-06-01")
+        Self::post_json("/v1/messages", &body)
+            .header("anthropic-version", "2023-06-01")
+            .header("x-api-key", crate::DEMO_KEY)
+    }
+
+    /// Drops every header named `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {

@@ -17,6 +17,33 @@ use std::time::{Duration, Instant};
 
 pub use client::{HttpResponse, Request};
 
+/// The demo configuration's virtual key (CONTRACT.md).
+pub const DEMO_KEY: &str = "sk-llmgate-demo";
+
+/// A plugin configuration for tests: `extra` plus, unless `extra` sets them,
+/// the demo key (tenant `demo`, all models) and provider credentials from the
+/// harness's environment.
+pub fn config(extra: serde_json::Value) -> String {
+    let mut v = match extra {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    v.entry("keys").or_insert_with(|| {
+        serde_json::json!([{
+            "id": "demo",
+            "sha256": llmgate::core::util::sha256_hex(DEMO_KEY.as_bytes()),
+            "tenant": "demo"
+        }])
+    });
+    v.entry("credentials").or_insert_with(|| {
+        serde_json::json!({
+            "openai": {"env": "LLMGATE_OPENAI_API_KEY"},
+            "anthropic": {"env": "LLMGATE_ANTHROPIC_API_KEY"}
+        })
+    });
+    serde_json::Value::Object(v).to_string()
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

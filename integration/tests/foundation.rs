@@ -2,11 +2,11 @@
 //! body limit and request shape in both API formats, and forwards valid
 //! requests unchanged, streams included.
 
-use llmgate_integration::{Mock, Options, Request, Stack};
+use llmgate_integration::{config, Mock, Options, Request, Stack, DEMO_KEY};
 use serde_json::json;
 
-fn stack(config: &str) -> Stack {
-    Stack::start(Options::new(config))
+fn stack(extra: serde_json::Value) -> Stack {
+    Stack::start(Options::new(&config(extra)))
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn bad_configuration_is_refused_and_names_the_field() {
 
 #[test]
 fn oversized_body_is_413_in_both_shapes() {
-    let s = stack(r#"{"max_body_bytes": 2048}"#);
+    let s = stack(json!({"max_body_bytes": 2048}));
     let big = "x".repeat(4096);
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": big}]});
 
@@ -72,7 +72,7 @@ fn oversized_body_is_413_in_both_shapes() {
 
 #[test]
 fn malformed_requests_are_400_in_both_shapes() {
-    let s = stack("{}");
+    let s = stack(json!({}));
     let cases: Vec<(&[u8], &str)> = vec![
         (b"this is not json", "invalid_json"),
         (b"[1,2,3]", "invalid_request"),
@@ -85,13 +85,21 @@ fn malformed_requests_are_400_in_both_shapes() {
         (b"\xff\xfe\x00garbage", "invalid_json"),
     ];
     for (body, code) in cases {
-        let r = s.send(&Request::new("POST", "/v1/chat/completions").body(body));
+        let r = s.send(
+            &Request::new("POST", "/v1/chat/completions")
+                .bearer(DEMO_KEY)
+                .body(body),
+        );
         assert_eq!(r.status, 400, "{code}");
         assert_eq!(r.json()["error"]["code"], code);
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
         assert!(r.header("x-llmgate-request-id").is_some());
 
-        let r = s.send(&Request::new("POST", "/v1/messages").body(body));
+        let r = s.send(
+            &Request::new("POST", "/v1/messages")
+                .header("x-api-key", DEMO_KEY)
+                .body(body),
+        );
         assert_eq!(r.status, 400, "{code}");
         assert_eq!(r.json()["type"], "error");
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
@@ -101,11 +109,12 @@ fn malformed_requests_are_400_in_both_shapes() {
 
 #[test]
 fn valid_request_reaches_the_mock_unchanged() {
-    let s = stack("{}");
+    let s = stack(json!({}));
     // Odd spacing and key order: must arrive byte for byte.
     let raw = br#"{ "messages":[{"role":"user","content":"Hello   there"}],  "model":"gpt-4o-mini", "temperature":0 }"#;
     let r = s.send(
         &Request::new("POST", "/v1/chat/completions")
+            .bearer(DEMO_KEY)
             .header("content-type", "application/json")
             .body(raw),
     );
@@ -132,7 +141,7 @@ fn valid_request_reaches_the_mock_unchanged() {
 
 #[test]
 fn other_paths_pass_through_untouched() {
-    let s = stack("{}");
+    let s = stack(json!({}));
     let r = s.send(&Request::post_json(
         "/v1/embeddings",
         &json!({"model":"e","input":"hello world"}),
@@ -151,9 +160,9 @@ fn other_paths_pass_through_untouched() {
 
 #[test]
 fn streams_flow_through_in_several_chunks() {
-    let s = stack("{}");
+    let s = stack(json!({}));
     let body = json!({"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three four five six seven eight"}]});
-    let r = s.send(&Request::openai(body).header("x-mock-delay-ms", "0"));
+    let r = s.send(&Request::openai(body).header("x-mock-write-bytes", "64"));
     assert_eq!(r.status, 200);
     assert!(r
         .header("content-type")
@@ -170,7 +179,7 @@ fn streams_flow_through_in_several_chunks() {
     assert!(text.contains("eight"));
 
     let body = json!({"model":"claude-sonnet-4-5","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"alpha beta gamma delta"}]});
-    let r = s.send(&Request::anthropic(body));
+    let r = s.send(&Request::anthropic(body).header("x-mock-write-bytes", "64"));
     assert_eq!(r.status, 200);
     assert!(r.chunks.len() >= 3, "got {}", r.chunks.len());
     let text = r.text();

@@ -41,6 +41,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
+use crate::core::keys::{KeyConfig, KeyTable};
 use serde::Deserialize;
 
 /// Default cap on a buffered request body: 1 MiB.
@@ -56,6 +57,61 @@ pub struct RawConfig {
     /// Largest request body llmgate buffers; larger bodies get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Virtual keys.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// How callers are identified.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Provider credentials injected upstream, per API.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+}
+
+/// How llmgate identifies the caller.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `keys` (default): virtual keys in `Authorization: Bearer` or
+    /// `x-api-key`. `trusted_header`: the key id is taken from
+    /// `identity_header`, set by an earlier Envoy filter (jwt_authn,
+    /// ext_authz). `none`: no authentication (every request is key `anonymous`).
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Header carrying the key id in `trusted_header` mode.
+    #[serde(default)]
+    pub identity_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    #[default]
+    Keys,
+    TrustedHeader,
+    None,
+}
+
+/// Provider credentials, read from the Envoy process environment (the wasm
+/// VM's `environment_variables.host_env_keys`), never from this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    #[serde(default)]
+    pub openai: Option<CredentialConfig>,
+    #[serde(default)]
+    pub anthropic: Option<CredentialConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// Name of the environment variable holding the provider key.
+    pub env: String,
+    /// `anthropic-version` sent upstream (Anthropic only; default
+    /// `2023-06-01`, a client's own header is kept).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -66,6 +122,9 @@ impl Default for RawConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            keys: Vec::new(),
+            auth: AuthConfig::default(),
+            credentials: CredentialsConfig::default(),
         }
     }
 }
@@ -74,12 +133,26 @@ impl Default for RawConfig {
 #[derive(Debug)]
 pub struct Config {
     pub max_body_bytes: u64,
+    pub keys: KeyTable,
+    pub auth_mode: AuthMode,
+    pub identity_header: String,
+    /// Provider secrets, resolved from the environment at plugin start.
+    pub openai_credential: Option<String>,
+    pub anthropic_credential: Option<(String, String)>,
 }
 
 impl Config {
     /// Parses and validates a JSON configuration. An empty input means "all
     /// defaults".
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Self::from_json_with_env(bytes, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::from_json`], with the environment given (tests, CLI).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         let raw: RawConfig = if first.is_none() {
             RawConfig::default()
@@ -100,18 +173,70 @@ impl Config {
                 }
             }
         };
-        Self::compile(&raw)
+        Self::compile(&raw, env)
     }
 
-    pub fn compile(raw: &RawConfig) -> Result<Config, ConfigError> {
+    pub fn compile(
+        raw: &RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         if raw.max_body_bytes == 0 || raw.max_body_bytes > MAX_MAX_BODY_BYTES {
             return Err(ConfigError::new(
                 "max_body_bytes",
                 format!("must be between 1 and {MAX_MAX_BODY_BYTES}"),
             ));
         }
+        let keys = KeyTable::compile(&raw.keys, raw.auth.mode == AuthMode::Keys)?;
+        let identity_header = match (raw.auth.mode, &raw.auth.identity_header) {
+            (AuthMode::TrustedHeader, None) => {
+                return Err(ConfigError::new(
+                    "auth.identity_header",
+                    "is required with mode trusted_header",
+                ))
+            }
+            (_, Some(h))
+                if h.is_empty()
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                return Err(ConfigError::new(
+                    "auth.identity_header",
+                    "must be a header name",
+                ))
+            }
+            (_, Some(h)) => h.to_ascii_lowercase(),
+            (_, None) => String::new(),
+        };
+        let resolve = |c: &CredentialConfig, field: &str| -> Result<String, ConfigError> {
+            match env(&c.env) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(ConfigError::new(
+                    format!("credentials.{field}.env"),
+                    format!("environment variable {} is not set in the Envoy process (add it to vm_config.environment_variables.host_env_keys)", c.env),
+                )),
+            }
+        };
+        let openai_credential = match &raw.credentials.openai {
+            Some(c) => Some(resolve(c, "openai")?),
+            None => None,
+        };
+        let anthropic_credential = match &raw.credentials.anthropic {
+            Some(c) => Some((
+                resolve(c, "anthropic")?,
+                c.anthropic_version
+                    .clone()
+                    .unwrap_or_else(|| "2023-06-01".to_string()),
+            )),
+            None => None,
+        };
         Ok(Config {
             max_body_bytes: raw.max_body_bytes,
+            keys,
+            auth_mode: raw.auth.mode,
+            identity_header,
+            openai_credential,
+            anthropic_credential,
         })
     }
 }
@@ -128,6 +253,8 @@ mod tests {
 
     #[test]
     fn empty_config_is_defaults() {
+        let c = Config::from_json(br#"{"auth":{"mode":"none"}}"#).unwrap();
+        assert_eq!(c.auth_mode, AuthMode::None);
         let c = Config::from_json(b"  ").unwrap();
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         let c = Config::from_json(b"{}").unwrap();
@@ -146,6 +273,29 @@ mod tests {
         assert_eq!(e.field, "max_body_bytes");
         let e = Config::from_json(br#"{"max_body_bytes": "big"}"#).unwrap_err();
         assert_eq!(e.field, "max_body_bytes", "{e}");
+    }
+
+    #[test]
+    fn nested_unknown_field_is_named_with_path() {
+        let e = Config::from_json(br#"{"keys":[{"id":"a","sha256":"x","bogus":1}]}"#).unwrap_err();
+        assert_eq!(e.field, "keys[0].bogus", "{e}");
+        let e = Config::from_json(br#"{"auth":{"mode":"sometimes"}}"#).unwrap_err();
+        assert_eq!(e.field, "auth.mode", "{e}");
+    }
+
+    #[test]
+    fn credentials_come_from_env() {
+        let cfg = br#"{"auth":{"mode":"none"},"credentials":{"openai":{"env":"OAI"},"anthropic":{"env":"ANT"}}}"#;
+        let env = |n: &str| match n {
+            "OAI" => Some("sk-real".to_string()),
+            "ANT" => Some("sk-ant-real".to_string()),
+            _ => None,
+        };
+        let c = Config::from_json_with_env(cfg, &env).unwrap();
+        assert_eq!(c.openai_credential.as_deref(), Some("sk-real"));
+        assert_eq!(c.anthropic_credential.unwrap().1, "2023-06-01");
+        let e = Config::from_json_with_env(cfg, &|_| None).unwrap_err();
+        assert_eq!(e.field, "credentials.openai.env");
     }
 
     #[test]

@@ -5,4 +5,5 @@ pub mod api;
 pub mod config;
 pub mod host;
 pub mod keys;
+pub mod pipeline;
 pub mod util;

@@ -3,7 +3,8 @@
 
 use super::metrics::Metrics;
 use crate::core::api::{self, Api, ApiError};
-use crate::core::config::Config;
+use crate::core::config::{AuthMode, Config};
+use crate::core::pipeline::{self, Head, Identity};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -17,6 +18,7 @@ pub struct Http {
     request_id: String,
     /// A local reply was sent; ignore further callbacks.
     replied: bool,
+    identity: Option<Identity>,
 }
 
 impl Http {
@@ -28,6 +30,7 @@ impl Http {
             api: None,
             request_id: String::new(),
             replied: false,
+            identity: None,
         }
     }
 
@@ -55,6 +58,8 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Only llmgate chooses the route: a client may not.
+        self.set_http_request_header(ROUTE_HEADER, None);
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let Some(api) = api::route(&method, &path) else {
@@ -65,6 +70,26 @@ impl HttpContext for Http {
             .get_http_request_header("x-request-id")
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .unwrap_or_else(|| format!("llmgate-{}", self.context_id));
+        let authorization = self.get_http_request_header("authorization");
+        let x_api_key = self.get_http_request_header("x-api-key");
+        let user = self.get_http_request_header("x-llmgate-user");
+        let identity = if self.config.auth_mode == AuthMode::TrustedHeader {
+            let h = self.get_http_request_header(&self.config.identity_header);
+            self.set_http_request_header(&self.config.identity_header, None);
+            h
+        } else {
+            None
+        };
+        let head = Head {
+            authorization: authorization.as_deref(),
+            x_api_key: x_api_key.as_deref(),
+            identity: identity.as_deref(),
+            user: user.as_deref(),
+        };
+        match pipeline::authenticate(&self.config, &head) {
+            Ok(who) => self.identity = Some(who),
+            Err(e) => return self.reply_error(api, &e),
+        }
         if end_of_stream {
             return self.reply_error(
                 api,
@@ -99,14 +124,19 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        match api::parse_request(api, &body) {
-            Ok(_req) => {
-                self.metrics
-                    .incr(&format!("llmgate.requests.api.{}", api.as_str()), 1);
-                Action::Continue
+        let req = match api::parse_request(api, &body) {
+            Ok(r) => r,
+            Err(e) => return self.reply_error(api, &e),
+        };
+        if let Some(who) = &self.identity {
+            if let Err(e) = pipeline::check_model(&self.config, who, &req.model) {
+                return self.reply_error(api, &e);
             }
-            Err(e) => self.reply_error(api, &e),
         }
+        for (name, value) in pipeline::upstream_credentials(&self.config, api) {
+            self.set_http_request_header(name, value.as_deref());
+        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -116,6 +146,9 @@ impl HttpContext for Http {
         Action::Continue
     }
 }
+
+/// The request header the shipped Envoy routes match to pick a cluster.
+pub const ROUTE_HEADER: &str = "x-llmgate-route";
 
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(

@@ -41,6 +41,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
+use crate::core::cost::{PriceTable, PricingConfig};
 use crate::core::keys::{KeyConfig, KeyTable};
 use serde::Deserialize;
 
@@ -66,6 +67,9 @@ pub struct RawConfig {
     /// Provider credentials injected upstream, per API.
     #[serde(default)]
     pub credentials: CredentialsConfig,
+    /// Price overrides and additions (USD per million tokens).
+    #[serde(default)]
+    pub pricing: PricingConfig,
 }
 
 /// How llmgate identifies the caller.
@@ -125,6 +129,7 @@ impl Default for RawConfig {
             keys: Vec::new(),
             auth: AuthConfig::default(),
             credentials: CredentialsConfig::default(),
+            pricing: PricingConfig::default(),
         }
     }
 }
@@ -139,6 +144,7 @@ pub struct Config {
     /// Provider secrets, resolved from the environment at plugin start.
     pub openai_credential: Option<String>,
     pub anthropic_credential: Option<(String, String)>,
+    pub prices: PriceTable,
 }
 
 impl Config {
@@ -237,6 +243,7 @@ impl Config {
             identity_header,
             openai_credential,
             anthropic_credential,
+            prices: raw.pricing.compile()?,
         })
     }
 }

@@ -3,7 +3,10 @@
 
 pub mod api;
 pub mod config;
+pub mod cost;
 pub mod host;
 pub mod keys;
 pub mod pipeline;
+pub mod sse;
+pub mod usage;
 pub mod util;

@@ -2,6 +2,9 @@
 //! reached through the small traits in [`host`].
 
 pub mod api;
+pub mod audit;
+pub mod breaker;
+pub mod budget;
 pub mod config;
 pub mod cost;
 pub mod host;

@@ -1,13 +1,45 @@
 //! The per-request context: buffers the request body, hands it to the core,
-//! applies the decision, and watches the response.
+//! applies the decision, and watches the response (usage, timing, audit).
 
 use super::metrics::Metrics;
 use crate::core::api::{self, Api, ApiError};
+use crate::core::audit::{label, rfc3339_ms, AuditRecord};
 use crate::core::config::{AuthMode, Config};
+use crate::core::cost::format_usd;
 use crate::core::pipeline::{self, Head, Identity};
+use crate::core::sse::SseParser;
+use crate::core::usage::{self, IncludeUsage, StreamTracker, Usage, Verdict};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use serde_json::Value;
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+/// The request header the shipped Envoy routes match to pick a cluster.
+pub const ROUTE_HEADER: &str = "x-llmgate-route";
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How the response body is handled.
+enum Body {
+    /// Not looked at (not an LLM request, or a local reply).
+    Ignore,
+    /// JSON (or anything not SSE): buffered whole to read usage and set
+    /// headers before the client sees them.
+    Buffer,
+    /// SSE: parsed event by event as it flows.
+    Stream {
+        parser: SseParser,
+        tracker: StreamTracker,
+    },
+}
 
 pub struct Http {
     context_id: u32,
@@ -19,6 +51,21 @@ pub struct Http {
     /// A local reply was sent; ignore further callbacks.
     replied: bool,
     identity: Option<Identity>,
+    start_ms: u64,
+    first_byte_ms: Option<u64>,
+    first_token_ms: Option<u64>,
+    model: Option<String>,
+    stream: bool,
+    include_usage: IncludeUsage,
+    upstream: String,
+    body: Body,
+    usage: Option<Usage>,
+    served_model: Option<String>,
+    status: u32,
+    completed: bool,
+    reason: Option<String>,
+    cache_status: &'static str,
+    logged: bool,
 }
 
 impl Http {
@@ -31,6 +78,21 @@ impl Http {
             request_id: String::new(),
             replied: false,
             identity: None,
+            start_ms: 0,
+            first_byte_ms: None,
+            first_token_ms: None,
+            model: None,
+            stream: false,
+            include_usage: IncludeUsage::NotStreaming,
+            upstream: "primary".to_string(),
+            body: Body::Ignore,
+            usage: None,
+            served_model: None,
+            status: 0,
+            completed: false,
+            reason: None,
+            cache_status: "bypass",
+            logged: false,
         }
     }
 
@@ -46,11 +108,185 @@ impl Http {
         }
         self.send_http_response(err.status, headers, Some(&body));
         self.replied = true;
+        self.status = err.status;
+        self.completed = true;
+        self.reason = Some(err.code.to_string());
         self.metrics.incr(
-            &format!("llmgate.rejected.api.{}.code.{}", api.as_str(), err.code),
+            &format!(
+                "llmgate.rejected_total.api.{}.code.{}",
+                api.as_str(),
+                err.code
+            ),
             1,
         );
+        self.finish();
         Action::Pause
+    }
+
+    /// Accounts for the request: metrics and the audit line. Runs once, at
+    /// the end of the response, a local reply, or when the stream is torn
+    /// down (`on_log`) with whatever was known.
+    fn finish(&mut self) {
+        if self.logged {
+            return;
+        }
+        let Some(api) = self.api else {
+            return;
+        };
+        self.logged = true;
+        let now = now_ms();
+        let latency = now.saturating_sub(self.start_ms);
+        let model = self
+            .served_model
+            .clone()
+            .or_else(|| self.model.clone())
+            .unwrap_or_default();
+        let model_label = label(&model);
+        let outcome = if self.replied {
+            "blocked"
+        } else if !self.completed {
+            "incomplete"
+        } else if self.status >= 500 {
+            "upstream_error"
+        } else if self.status >= 400 {
+            "client_error"
+        } else {
+            "ok"
+        };
+        let m = &self.metrics;
+        m.incr(
+            &format!(
+                "llmgate.requests_total.api.{}.model.{model_label}.outcome.{outcome}",
+                api.as_str()
+            ),
+            1,
+        );
+        let cost = self
+            .usage
+            .as_ref()
+            .and_then(|u| self.config.prices.cost_micro_usd(&model, u));
+        let key_label = self
+            .identity
+            .as_ref()
+            .map(|i| label(&i.key_id))
+            .unwrap_or_else(|| "none".to_string());
+        if let Some(u) = &self.usage {
+            m.incr(
+                &format!("llmgate.tokens_total.model.{model_label}.direction.in"),
+                u.input_tokens,
+            );
+            m.incr(
+                &format!("llmgate.tokens_total.model.{model_label}.direction.out"),
+                u.output_tokens,
+            );
+            match cost {
+                Some(c) => m.incr(
+                    &format!("llmgate.cost_micro_usd_total.model.{model_label}.key.{key_label}"),
+                    c,
+                ),
+                None => m.incr(
+                    &format!("llmgate.cost_unknown_total.model.{model_label}"),
+                    1,
+                ),
+            }
+        }
+        if !self.replied {
+            m.histogram(
+                &format!("llmgate.request_duration_ms.model.{model_label}"),
+                latency,
+            );
+            if let Some(t) = self.first_token_ms.or(self.first_byte_ms) {
+                m.histogram(
+                    &format!("llmgate.ttft_ms.model.{model_label}"),
+                    t.saturating_sub(self.start_ms),
+                );
+            }
+            if let (Some(u), Some(first)) =
+                (&self.usage, self.first_token_ms.or(self.first_byte_ms))
+            {
+                let gen_ms = now.saturating_sub(first).max(1);
+                let tps = u.output_tokens.saturating_mul(1000) / gen_ms;
+                m.histogram(
+                    &format!("llmgate.output_tokens_per_second.model.{model_label}"),
+                    tps,
+                );
+            }
+            if !self.completed || self.status >= 500 {
+                m.incr(
+                    &format!(
+                        "llmgate.upstream_failures_total.cluster.{}",
+                        label(&self.upstream)
+                    ),
+                    1,
+                );
+            }
+        }
+        let record = AuditRecord {
+            time: rfc3339_ms(self.start_ms),
+            request_id: self.request_id.clone(),
+            key_id: self.identity.as_ref().map(|i| i.key_id.clone()),
+            tenant: self.identity.as_ref().map(|i| i.tenant.clone()),
+            user: self.identity.as_ref().and_then(|i| i.user.clone()),
+            api: api.as_str(),
+            model: self.model.clone(),
+            served_model: self.served_model.clone(),
+            upstream: (!self.replied).then(|| self.upstream.clone()),
+            cache: self.cache_status,
+            stream: self.stream,
+            status: self.status,
+            decision: if self.replied {
+                "blocked"
+            } else if !self.completed || self.status >= 500 {
+                "failed"
+            } else {
+                "allowed"
+            },
+            reason: self.reason.clone(),
+            tokens_in: self.usage.as_ref().map(|u| u.input_tokens),
+            tokens_out: self.usage.as_ref().map(|u| u.output_tokens),
+            cost_usd: cost.map(|c| c as f64 / 1_000_000.0),
+            latency_ms: latency,
+            ttft_ms: self
+                .first_token_ms
+                .or(self.first_byte_ms)
+                .map(|t| t.saturating_sub(self.start_ms)),
+            completed: self.completed,
+            ..Default::default()
+        };
+        self.set_property(vec!["llmgate_audit"], Some(&record.to_json()));
+    }
+
+    fn on_request_body_complete(&mut self, api: Api, body_size: usize) -> Action {
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let mut req = match api::parse_request(api, &body) {
+            Ok(r) => r,
+            Err(e) => return self.reply_error(api, &e),
+        };
+        self.model = Some(req.model.clone());
+        self.stream = req.stream;
+        if let Some(who) = &self.identity {
+            if let Err(e) = pipeline::check_model(&self.config, who, &req.model) {
+                return self.reply_error(api, &e);
+            }
+        }
+        let mut modified = false;
+        if api == Api::OpenAi && req.stream {
+            let mut v = Value::Object(std::mem::take(&mut req.body));
+            self.include_usage = usage::ensure_include_usage(&mut v);
+            if let Value::Object(m) = v {
+                req.body = m;
+            }
+            modified |= self.include_usage == IncludeUsage::Added;
+        }
+        for (name, value) in pipeline::upstream_credentials(&self.config, api) {
+            self.set_http_request_header(name, value.as_deref());
+        }
+        if modified {
+            let bytes = serde_json::to_vec(&req.body).unwrap_or_default();
+            self.set_http_request_body(0, body_size, &bytes);
+            self.set_http_request_header("content-length", Some(&bytes.len().to_string()));
+        }
+        Action::Continue
     }
 }
 
@@ -66,6 +302,7 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         self.api = Some(api);
+        self.start_ms = now_ms();
         self.request_id = self
             .get_http_request_header("x-request-id")
             .filter(|v| !v.is_empty() && v.len() <= 128)
@@ -123,32 +360,140 @@ impl HttpContext for Http {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let req = match api::parse_request(api, &body) {
-            Ok(r) => r,
-            Err(e) => return self.reply_error(api, &e),
+        self.on_request_body_complete(api, body_size)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(api) = self.api else {
+            return Action::Continue;
         };
-        if let Some(who) = &self.identity {
-            if let Err(e) = pipeline::check_model(&self.config, who, &req.model) {
-                return self.reply_error(api, &e);
+        self.set_http_response_header("x-llmgate-request-id", Some(&self.request_id));
+        if self.replied {
+            return Action::Continue;
+        }
+        self.status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.set_http_response_header("x-llmgate-upstream", Some(&self.upstream));
+        self.set_http_response_header("x-llmgate-cache", Some(self.cache_status));
+        if end_of_stream {
+            self.completed = true;
+            self.finish();
+            return Action::Continue;
+        }
+        let content_type = self
+            .get_http_response_header("content-type")
+            .unwrap_or_default();
+        if content_type.starts_with("text/event-stream") {
+            self.set_http_response_header("content-length", None);
+            self.body = Body::Stream {
+                parser: SseParser::new(),
+                tracker: StreamTracker::new(api, self.include_usage == IncludeUsage::Added),
+            };
+            Action::Continue
+        } else {
+            self.body = Body::Buffer;
+            // Hold the headers: token and cost headers come from the body.
+            Action::Pause
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(api) = self.api else {
+            return Action::Continue;
+        };
+        if self.first_byte_ms.is_none() && body_size > 0 {
+            self.first_byte_ms = Some(now_ms());
+        }
+        let chunk = if matches!(self.body, Body::Stream { .. }) && body_size > 0 {
+            self.get_http_response_body(0, body_size)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        match &mut self.body {
+            Body::Ignore => Action::Continue,
+            Body::Buffer => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                if let Some(info) = usage::parse_response(api, &body) {
+                    self.usage = info.usage;
+                    self.served_model = info.model;
+                }
+                if let Some(u) = self.usage {
+                    self.set_http_response_header(
+                        "x-llmgate-tokens-in",
+                        Some(&u.input_tokens.to_string()),
+                    );
+                    self.set_http_response_header(
+                        "x-llmgate-tokens-out",
+                        Some(&u.output_tokens.to_string()),
+                    );
+                    let model = self
+                        .served_model
+                        .clone()
+                        .or_else(|| self.model.clone())
+                        .unwrap_or_default();
+                    if let Some(c) = self.config.prices.cost_micro_usd(&model, &u) {
+                        self.set_http_response_header("x-llmgate-cost-usd", Some(&format_usd(c)));
+                    }
+                }
+                self.completed = true;
+                self.finish();
+                Action::Continue
+            }
+            Body::Stream { parser, tracker } => {
+                let mut events = parser.push(&chunk);
+                if end_of_stream {
+                    events.extend(parser.finish());
+                }
+                let mut out = Vec::with_capacity(chunk.len());
+                let mut changed = false;
+                let had_token = tracker.first_token_seen();
+                for ev in &events {
+                    match tracker.observe(ev) {
+                        Verdict::Forward => out.extend_from_slice(&ev.raw),
+                        Verdict::Drop => changed = true,
+                    }
+                }
+                let unparsed = parser.take_unparsed();
+                out.extend_from_slice(&unparsed);
+                let first_token_now = !had_token && tracker.first_token_seen();
+                // Held-back bytes (an incomplete event) also change the chunk.
+                changed |= out.len() != chunk.len();
+                let usage_now = tracker.usage();
+                let model_now = tracker.model().map(str::to_string);
+                let done = tracker.completed();
+                if changed {
+                    self.set_http_response_body(0, body_size, &out);
+                }
+                if first_token_now {
+                    self.first_token_ms = Some(now_ms());
+                }
+                if usage_now.is_some() {
+                    self.usage = usage_now;
+                }
+                if model_now.is_some() {
+                    self.served_model = model_now;
+                }
+                if end_of_stream {
+                    self.completed = done || self.status >= 400;
+                    self.finish();
+                }
+                Action::Continue
             }
         }
-        for (name, value) in pipeline::upstream_credentials(&self.config, api) {
-            self.set_http_request_header(name, value.as_deref());
-        }
-        Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.api.is_some() {
-            self.set_http_response_header("x-llmgate-request-id", Some(&self.request_id));
-        }
-        Action::Continue
+    fn on_log(&mut self) {
+        self.finish();
     }
 }
-
-/// The request header the shipped Envoy routes match to pick a cluster.
-pub const ROUTE_HEADER: &str = "x-llmgate-route";
 
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(

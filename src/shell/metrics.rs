@@ -38,23 +38,3 @@ impl Metrics {
         }
     }
 }
-
-/// Makes a value safe as one segment of a dotted stat name (and so as a
-/// Prometheus label value): dots and anything unusual become `_`.
-pub fn label(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() {
-        out.push_str("none");
-    }
-    out
-}

@@ -41,9 +41,11 @@ impl fmt::Display for ConfigError {
     }
 }
 
+use crate::core::budget::{BudgetOptions, Budgets, CompiledLimits, FailureMode, LimitsConfig};
 use crate::core::cost::{PriceTable, PricingConfig};
 use crate::core::keys::{KeyConfig, KeyTable};
 use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
 
 /// Default cap on a buffered request body: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -70,6 +72,42 @@ pub struct RawConfig {
     /// Price overrides and additions (USD per million tokens).
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// Limits per tenant, by tenant name.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// How budgets are enforced.
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsConfig {
+    /// `open` (admit when shared data fails; counted in
+    /// `llmgate_dependency_failures_total{dependency="shared_data"}`) or
+    /// `closed` (answer 503).
+    pub failure_mode: FailureMode,
+    /// Output tokens reserved when a request sets no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Compare-and-swap attempts per shared-data update.
+    pub cas_retries: u32,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        Self {
+            failure_mode: FailureMode::Open,
+            default_max_tokens: 256,
+            cas_retries: 16,
+        }
+    }
 }
 
 /// How llmgate identifies the caller.
@@ -130,6 +168,8 @@ impl Default for RawConfig {
             auth: AuthConfig::default(),
             credentials: CredentialsConfig::default(),
             pricing: PricingConfig::default(),
+            tenants: BTreeMap::new(),
+            budgets: BudgetsConfig::default(),
         }
     }
 }
@@ -145,6 +185,11 @@ pub struct Config {
     pub openai_credential: Option<String>,
     pub anthropic_credential: Option<(String, String)>,
     pub prices: PriceTable,
+    pub tenant_limits: HashMap<String, CompiledLimits>,
+    pub budgets: Budgets,
+    pub default_max_tokens: u64,
+    /// Some limit is configured somewhere: the budget path runs.
+    pub budgets_enabled: bool,
 }
 
 impl Config {
@@ -236,8 +281,41 @@ impl Config {
             )),
             None => None,
         };
+        let mut tenant_limits = HashMap::new();
+        for (name, t) in &raw.tenants {
+            let l = t
+                .limits
+                .compile()
+                .map_err(|e| e.under(&format!("tenants.{name}.limits")))?;
+            tenant_limits.insert(name.clone(), l);
+        }
+        if raw.budgets.cas_retries == 0 || raw.budgets.cas_retries > 1000 {
+            return Err(ConfigError::new(
+                "budgets.cas_retries",
+                "must be between 1 and 1000",
+            ));
+        }
+        if raw.budgets.default_max_tokens > 10_000_000 {
+            return Err(ConfigError::new(
+                "budgets.default_max_tokens",
+                "must be at most 10000000",
+            ));
+        }
+        let budgets_enabled = keys
+            .iter()
+            .any(|k| !k.limits.is_empty() || !k.user_limits.is_empty())
+            || tenant_limits.values().any(|l| !l.is_empty());
+        let budgets = Budgets::new(BudgetOptions {
+            failure_mode: raw.budgets.failure_mode,
+            cas_retries: raw.budgets.cas_retries,
+            ..BudgetOptions::default()
+        });
         Ok(Config {
             max_body_bytes: raw.max_body_bytes,
+            tenant_limits,
+            budgets,
+            default_max_tokens: raw.budgets.default_max_tokens,
+            budgets_enabled,
             keys,
             auth_mode: raw.auth.mode,
             identity_header,

@@ -1,6 +1,7 @@
 //! Virtual keys: authentication by SHA-256 of the presented key, tenants,
 //! allowed models, and the trusted-identity alternative.
 
+use crate::core::budget::{CompiledLimits, LimitsConfig};
 use crate::core::config::ConfigError;
 use crate::core::util::sha256_hex;
 use serde::Deserialize;
@@ -22,6 +23,12 @@ pub struct KeyConfig {
     /// Allowed models, glob patterns with `*` (default: all).
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// Limits of this key (all its traffic).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Limits applied to each end user (`x-llmgate-user`) of this key.
+    #[serde(default)]
+    pub user_limits: LimitsConfig,
 }
 
 /// A compiled key.
@@ -30,6 +37,8 @@ pub struct Key {
     pub id: String,
     pub tenant: String,
     models: Vec<Glob>,
+    pub limits: CompiledLimits,
+    pub user_limits: CompiledLimits,
 }
 
 impl Key {
@@ -93,11 +102,18 @@ impl KeyTable {
                 }
                 models.push(Glob::new(m));
             }
+            let limits = k.limits.compile().map_err(|e| e.under(&at("limits")))?;
+            let user_limits = k
+                .user_limits
+                .compile()
+                .map_err(|e| e.under(&at("user_limits")))?;
             t.by_id.insert(k.id.clone(), i);
             t.keys.push(Key {
                 id: k.id.clone(),
                 tenant,
                 models,
+                limits,
+                user_limits,
             });
         }
         Ok(t)

@@ -1,9 +1,13 @@
 //! The per-request context: buffers the request body, hands it to the core,
 //! applies the decision, and watches the response (usage, timing, audit).
 
+use super::host::{HostClock, HostStore};
 use super::metrics::Metrics;
 use crate::core::api::{self, Api, ApiError};
 use crate::core::audit::{label, rfc3339_ms, AuditRecord};
+use crate::core::budget::{
+    Actual, CompiledLimits, DenialReason, Estimate, RateLimitInfo, Reservation, ScopeId,
+};
 use crate::core::config::{AuthMode, Config};
 use crate::core::cost::format_usd;
 use crate::core::pipeline::{self, Head, Identity};
@@ -36,8 +40,8 @@ enum Body {
     Buffer,
     /// SSE: parsed event by event as it flows.
     Stream {
-        parser: SseParser,
-        tracker: StreamTracker,
+        parser: Box<SseParser>,
+        tracker: Box<StreamTracker>,
     },
 }
 
@@ -66,6 +70,9 @@ pub struct Http {
     reason: Option<String>,
     cache_status: &'static str,
     logged: bool,
+    reservation: Option<Reservation>,
+    /// Headers added to whatever response the client gets (rate limits).
+    extra_headers: Vec<(&'static str, String)>,
 }
 
 impl Http {
@@ -93,6 +100,8 @@ impl Http {
             reason: None,
             cache_status: "bypass",
             logged: false,
+            reservation: None,
+            extra_headers: Vec::new(),
         }
     }
 
@@ -105,6 +114,10 @@ impl Http {
         ];
         if let Some(r) = retry_after.as_deref() {
             headers.push(("retry-after", r));
+        }
+        let extra = self.extra_headers.clone();
+        for (k, v) in &extra {
+            headers.push((k, v.as_str()));
         }
         self.send_http_response(err.status, headers, Some(&body));
         self.replied = true;
@@ -221,6 +234,33 @@ impl Http {
                 );
             }
         }
+        if let Some(r) = self.reservation.take() {
+            let ok = self.completed && !self.replied && self.status > 0 && self.status < 400;
+            let report = if ok {
+                let tokens = self
+                    .usage
+                    .as_ref()
+                    .map(|u| u.total_tokens())
+                    .unwrap_or(r.estimate.tokens);
+                self.config.budgets.settle(
+                    &HostStore,
+                    &HostClock,
+                    &r,
+                    Actual {
+                        tokens,
+                        micro_usd: cost,
+                    },
+                )
+            } else {
+                self.config.budgets.release(&HostStore, &HostClock, &r)
+            };
+            if !report.store_failures.is_empty() {
+                m.incr(
+                    "llmgate.dependency_failures_total.dependency.shared_data",
+                    report.store_failures.len() as u64,
+                );
+            }
+        }
         let record = AuditRecord {
             time: rfc3339_ms(self.start_ms),
             request_id: self.request_id.clone(),
@@ -278,6 +318,12 @@ impl Http {
             }
             modified |= self.include_usage == IncludeUsage::Added;
         }
+        if self.config.budgets_enabled {
+            let est = self.estimate(api, &req.body, &req.model);
+            if let Err(e) = self.reserve(est) {
+                return self.reply_error(api, &e);
+            }
+        }
         for (name, value) in pipeline::upstream_credentials(&self.config, api) {
             self.set_http_request_header(name, value.as_deref());
         }
@@ -287,6 +333,128 @@ impl Http {
             self.set_http_request_header("content-length", Some(&bytes.len().to_string()));
         }
         Action::Continue
+    }
+}
+
+impl Http {
+    /// Tokens and dollars to reserve: estimated input plus the requested
+    /// maximum output (or `budgets.default_max_tokens`).
+    fn estimate(&self, api: Api, body: &serde_json::Map<String, Value>, model: &str) -> Estimate {
+        let input = usage::estimate_input_tokens(api, &Value::Object(body.clone()));
+        let output = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|f| body.get(*f).and_then(Value::as_u64))
+            .unwrap_or(self.config.default_max_tokens);
+        let micro_usd = self
+            .config
+            .prices
+            .cost_micro_usd(
+                model,
+                &Usage {
+                    input_tokens: input,
+                    output_tokens: output,
+                    ..Usage::default()
+                },
+            )
+            .unwrap_or(0);
+        Estimate {
+            tokens: input.saturating_add(output),
+            micro_usd,
+        }
+    }
+
+    /// Reserves the estimate against every applicable scope, or says why not.
+    fn reserve(&mut self, est: Estimate) -> Result<(), ApiError> {
+        let cfg = self.config.clone();
+        let Some(who) = self.identity.clone() else {
+            return Ok(());
+        };
+        let mut scopes: Vec<(ScopeId, &CompiledLimits)> = Vec::new();
+        if let Some(key) = cfg.keys.by_id(&who.key_id) {
+            if !key.limits.is_empty() {
+                scopes.push((ScopeId::Key(key.id.clone()), &key.limits));
+            }
+            if let Some(user) = &who.user {
+                if !key.user_limits.is_empty() {
+                    scopes.push((
+                        ScopeId::User {
+                            key: key.id.clone(),
+                            user: user.clone(),
+                        },
+                        &key.user_limits,
+                    ));
+                }
+            }
+        }
+        if let Some(l) = cfg.tenant_limits.get(&who.tenant) {
+            if !l.is_empty() {
+                scopes.push((ScopeId::Tenant(who.tenant.clone()), l));
+            }
+        }
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        match cfg.budgets.reserve(&HostStore, &HostClock, &scopes, est) {
+            Ok(r) => {
+                if !r.store_failures.is_empty() {
+                    self.metrics.incr(
+                        "llmgate.dependency_failures_total.dependency.shared_data",
+                        r.store_failures.len() as u64,
+                    );
+                }
+                if let Some(rl) = &r.rate_limit {
+                    self.set_rate_limit_headers(rl);
+                }
+                self.reservation = Some(r);
+                Ok(())
+            }
+            Err(d) => {
+                if !d.store_failures.is_empty() {
+                    self.metrics.incr(
+                        "llmgate.dependency_failures_total.dependency.shared_data",
+                        d.store_failures.len() as u64,
+                    );
+                }
+                if let Some(rl) = &d.rate_limit {
+                    self.set_rate_limit_headers(rl);
+                }
+                let retry = d.retry_after_s();
+                Err(match &d.reason {
+                    DenialReason::Limit(l) => ApiError::new(
+                        429,
+                        "rate_limit_exceeded",
+                        format!(
+                            "{} limit {} exceeded for {}; retry after {} s",
+                            l.limit.as_str(),
+                            l.limit_value,
+                            l.scope,
+                            l.retry_after_s
+                        ),
+                    )
+                    .with_retry_after(retry),
+                    DenialReason::StoreUnavailable => {
+                        ApiError::new(503, "budget_store_unavailable", "budget state unavailable")
+                            .with_retry_after(retry)
+                    }
+                })
+            }
+        }
+    }
+
+    fn set_rate_limit_headers(&mut self, rl: &RateLimitInfo) {
+        let pairs = [
+            ("x-ratelimit-limit-requests", rl.limit_requests),
+            ("x-ratelimit-remaining-requests", rl.remaining_requests),
+            ("x-ratelimit-limit-tokens", rl.limit_tokens),
+            ("x-ratelimit-remaining-tokens", rl.remaining_tokens),
+        ];
+        self.extra_headers
+            .retain(|(k, _)| !k.starts_with("x-ratelimit-"));
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                self.extra_headers.push((k, v.to_string()));
+            }
+        }
     }
 }
 
@@ -377,6 +545,9 @@ impl HttpContext for Http {
             .unwrap_or(0);
         self.set_http_response_header("x-llmgate-upstream", Some(&self.upstream));
         self.set_http_response_header("x-llmgate-cache", Some(self.cache_status));
+        for (k, v) in self.extra_headers.clone() {
+            self.set_http_response_header(k, Some(&v));
+        }
         if end_of_stream {
             self.completed = true;
             self.finish();
@@ -388,8 +559,11 @@ impl HttpContext for Http {
         if content_type.starts_with("text/event-stream") {
             self.set_http_response_header("content-length", None);
             self.body = Body::Stream {
-                parser: SseParser::new(),
-                tracker: StreamTracker::new(api, self.include_usage == IncludeUsage::Added),
+                parser: Box::new(SseParser::new()),
+                tracker: Box::new(StreamTracker::new(
+                    api,
+                    self.include_usage == IncludeUsage::Added,
+                )),
             };
             Action::Continue
         } else {

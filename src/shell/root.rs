@@ -1,6 +1,7 @@
 //! The root context: configuration at plugin start, shared state for the
 //! per-request contexts.
 
+use super::host::HostStore;
 use super::http::Http;
 use super::metrics::Metrics;
 use crate::core::config::Config;
@@ -21,6 +22,13 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Config::from_json(&bytes) {
             Ok(config) => {
+                if config.budgets_enabled {
+                    // Create the shared-data buckets before any request, so
+                    // every request-path write is a CAS on an existing key.
+                    if let Err(e) = config.budgets.init(&HostStore) {
+                        log::warn!("llmgate: budget store init: {e:?}");
+                    }
+                }
                 log::info!("llmgate: configuration loaded");
                 self.config = Some(Rc::new(config));
                 true

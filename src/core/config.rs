@@ -41,9 +41,15 @@ impl fmt::Display for ConfigError {
     }
 }
 
+use crate::core::breaker::{Breaker, BreakerConfig};
 use crate::core::budget::{BudgetOptions, Budgets, CompiledLimits, FailureMode, LimitsConfig};
+use crate::core::cache::{CacheConfig, CompiledCache};
 use crate::core::cost::{PriceTable, PricingConfig};
 use crate::core::keys::{KeyConfig, KeyTable};
+use crate::core::routing::{
+    compile_rules, compile_upstreams, rules_need_text, ModelRule, ModelRuleConfig, Upstream,
+    UpstreamConfig,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -78,6 +84,18 @@ pub struct RawConfig {
     /// How budgets are enforced.
     #[serde(default)]
     pub budgets: BudgetsConfig,
+    /// The upstream chain: primary first, then fallbacks.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Circuit breaker per upstream (absent: no breaker).
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// Cheap-model rules, first match wins.
+    #[serde(default)]
+    pub model_routing: Vec<ModelRuleConfig>,
+    /// Response cache in Redis through webdis.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -170,6 +188,10 @@ impl Default for RawConfig {
             pricing: PricingConfig::default(),
             tenants: BTreeMap::new(),
             budgets: BudgetsConfig::default(),
+            upstreams: Vec::new(),
+            breaker: None,
+            model_routing: Vec::new(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -190,6 +212,11 @@ pub struct Config {
     pub default_max_tokens: u64,
     /// Some limit is configured somewhere: the budget path runs.
     pub budgets_enabled: bool,
+    pub upstreams: Vec<Upstream>,
+    pub breaker: Option<Breaker>,
+    pub model_rules: Vec<ModelRule>,
+    pub rules_need_text: bool,
+    pub cache: CompiledCache,
 }
 
 impl Config {
@@ -310,8 +337,20 @@ impl Config {
             cas_retries: raw.budgets.cas_retries,
             ..BudgetOptions::default()
         });
+        let upstreams = compile_upstreams(&raw.upstreams)?;
+        let breaker = match &raw.breaker {
+            Some(b) => Some(Breaker::new(b.compile().map_err(|e| e.under("breaker"))?)),
+            None => None,
+        };
+        let model_rules = compile_rules(&raw.model_routing)?;
+        let cache = raw.cache.compile()?;
         Ok(Config {
             max_body_bytes: raw.max_body_bytes,
+            rules_need_text: rules_need_text(&model_rules),
+            upstreams,
+            breaker,
+            model_rules,
+            cache,
             tenant_limits,
             budgets,
             default_max_tokens: raw.budgets.default_max_tokens,

@@ -186,6 +186,11 @@ impl Glob {
         }
     }
 
+    /// Whether the pattern has a `*`.
+    pub fn is_wildcard(&self) -> bool {
+        !self.anchored_start || !self.anchored_end || self.parts.len() > 1
+    }
+
     pub fn matches(&self, s: &str) -> bool {
         let mut rest = s;
         let n = self.parts.len();

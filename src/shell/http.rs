@@ -3,14 +3,20 @@
 
 use super::host::{HostClock, HostStore};
 use super::metrics::Metrics;
+use super::root::{PendingStore, Stores};
 use crate::core::api::{self, Api, ApiError};
 use crate::core::audit::{label, rfc3339_ms, AuditRecord};
+use crate::core::breaker::{Admission, BreakerState, Outcome};
 use crate::core::budget::{
     Actual, CompiledLimits, DenialReason, Estimate, RateLimitInfo, Reservation, ScopeId,
+};
+use crate::core::cache::{
+    self, ClientCache, Entry, Lookup, Plan, StreamRecorder, HEADER_BYPASS, HEADER_HIT, HEADER_MISS,
 };
 use crate::core::config::{AuthMode, Config};
 use crate::core::cost::format_usd;
 use crate::core::pipeline::{self, Head, Identity};
+use crate::core::routing::{self, RequestFacts};
 use crate::core::sse::SseParser;
 use crate::core::usage::{self, IncludeUsage, StreamTracker, Usage, Verdict};
 use proxy_wasm::hostcalls;
@@ -73,10 +79,20 @@ pub struct Http {
     reservation: Option<Reservation>,
     /// Headers added to whatever response the client gets (rate limits).
     extra_headers: Vec<(&'static str, String)>,
+    upstream_index: usize,
+    probe: bool,
+    sent_model: Option<String>,
+    cache_plan: Plan,
+    cache_key: Option<String>,
+    waiting_cache: bool,
+    cache_hit: bool,
+    recorder: Option<StreamRecorder>,
+    content_type: String,
+    stores: Stores,
 }
 
 impl Http {
-    pub fn new(context_id: u32, config: Rc<Config>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(context_id: u32, config: Rc<Config>, metrics: Rc<Metrics>, stores: Stores) -> Self {
         Self {
             context_id,
             config,
@@ -102,6 +118,16 @@ impl Http {
             logged: false,
             reservation: None,
             extra_headers: Vec::new(),
+            upstream_index: 0,
+            probe: false,
+            sent_model: None,
+            cache_plan: Plan::Disabled,
+            cache_key: None,
+            waiting_cache: false,
+            cache_hit: false,
+            recorder: None,
+            content_type: String::new(),
+            stores,
         }
     }
 
@@ -155,7 +181,9 @@ impl Http {
             .or_else(|| self.model.clone())
             .unwrap_or_default();
         let model_label = label(&model);
-        let outcome = if self.replied {
+        let outcome = if self.cache_hit {
+            "cache_hit"
+        } else if self.replied {
             "blocked"
         } else if !self.completed {
             "incomplete"
@@ -234,6 +262,28 @@ impl Http {
                 );
             }
         }
+        if let Some(breaker) = &self.config.breaker {
+            if !self.replied {
+                let failed =
+                    !self.completed || self.status >= 500 || self.status == 429 || self.status == 0;
+                let outcome = if failed {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                let rec =
+                    breaker.record(&HostStore, &HostClock, &self.upstream, outcome, self.probe);
+                if rec.store_failure.is_some() {
+                    m.incr(
+                        "llmgate.dependency_failures_total.dependency.shared_data",
+                        1,
+                    );
+                }
+                if let Some(t) = rec.transition {
+                    self.breaker_transition(&self.upstream, t.to);
+                }
+            }
+        }
         if let Some(r) = self.reservation.take() {
             let ok = self.completed && !self.replied && self.status > 0 && self.status < 400;
             let report = if ok {
@@ -269,12 +319,17 @@ impl Http {
             user: self.identity.as_ref().and_then(|i| i.user.clone()),
             api: api.as_str(),
             model: self.model.clone(),
-            served_model: self.served_model.clone(),
-            upstream: (!self.replied).then(|| self.upstream.clone()),
+            served_model: self
+                .served_model
+                .clone()
+                .or_else(|| self.sent_model.clone()),
+            upstream: (!self.replied || self.cache_hit).then(|| self.upstream.clone()),
             cache: self.cache_status,
             stream: self.stream,
             status: self.status,
-            decision: if self.replied {
+            decision: if self.cache_hit {
+                "allowed"
+            } else if self.replied {
                 "blocked"
             } else if !self.completed || self.status >= 500 {
                 "failed"
@@ -297,6 +352,7 @@ impl Http {
     }
 
     fn on_request_body_complete(&mut self, api: Api, body_size: usize) -> Action {
+        let cfg = self.config.clone();
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let mut req = match api::parse_request(api, &body) {
             Ok(r) => r,
@@ -305,11 +361,82 @@ impl Http {
         self.model = Some(req.model.clone());
         self.stream = req.stream;
         if let Some(who) = &self.identity {
-            if let Err(e) = pipeline::check_model(&self.config, who, &req.model) {
+            if let Err(e) = pipeline::check_model(&cfg, who, &req.model) {
                 return self.reply_error(api, &e);
             }
         }
         let mut modified = false;
+        let mut model = req.model.clone();
+
+        // Cheap-model routing: first matching rule rewrites the model.
+        if !cfg.model_rules.is_empty() {
+            let facts = RequestFacts::of(api, &req.body, cfg.rules_need_text);
+            let header = |n: &str| self.get_http_request_header(n);
+            if let Some(rule) = routing::choose_model(&cfg.model_rules, &model, &facts, &header) {
+                model = rule.model.clone();
+                req.body
+                    .insert("model".to_string(), Value::String(model.clone()));
+                modified = true;
+                self.reason = Some(format!("model_routing:{}", rule.name));
+            }
+        }
+
+        // Budgets: reserve the estimate before admitting.
+        if cfg.budgets_enabled {
+            let est = self.estimate(api, &req.body, &model);
+            if let Err(e) = self.reserve(est) {
+                return self.reply_error(api, &e);
+            }
+        }
+
+        // Upstream: the first one whose breaker admits the request.
+        let (index, probe) = match self.select_upstream() {
+            Ok(x) => x,
+            Err(e) => return self.reply_error(api, &e),
+        };
+        self.upstream_index = index;
+        self.probe = probe;
+        let mut mapped = false;
+        if let Some(up) = cfg.upstreams.get(index) {
+            self.upstream = up.name.clone();
+            if index > 0 {
+                self.set_http_request_header(ROUTE_HEADER, Some(&up.name));
+            }
+            if let Some(m) = up.map_model(&model) {
+                model = m.to_string();
+                req.body
+                    .insert("model".to_string(), Value::String(model.clone()));
+                modified = true;
+                mapped = true;
+            }
+        }
+        self.sent_model = Some(model.clone());
+
+        // Cache plan and key, on the body as it will be answered (before
+        // llmgate's own include_usage edit). A probe always goes upstream;
+        // an answer from a remapped model is not stored under this key.
+        let client_cache =
+            ClientCache::from_header(self.get_http_request_header("x-llmgate-cache").as_deref());
+        let mut plan = cfg.cache.plan(client_cache, &req.body);
+        if mapped && plan != Plan::Disabled {
+            plan = Plan::Bypass;
+        } else if probe && plan == Plan::LookupAndStore {
+            plan = Plan::StoreOnly;
+        }
+        self.cache_plan = plan;
+        self.cache_status = match plan {
+            Plan::Disabled | Plan::Bypass | Plan::StoreOnly => HEADER_BYPASS,
+            Plan::LookupAndStore => HEADER_MISS,
+        };
+        if plan.lookup() || plan.store() {
+            let tenant = self
+                .identity
+                .as_ref()
+                .map(|i| i.tenant.clone())
+                .unwrap_or_default();
+            self.cache_key = Some(cfg.cache.key(&tenant, api, &req.body, None));
+        }
+
         if api == Api::OpenAi && req.stream {
             let mut v = Value::Object(std::mem::take(&mut req.body));
             self.include_usage = usage::ensure_include_usage(&mut v);
@@ -318,13 +445,7 @@ impl Http {
             }
             modified |= self.include_usage == IncludeUsage::Added;
         }
-        if self.config.budgets_enabled {
-            let est = self.estimate(api, &req.body, &req.model);
-            if let Err(e) = self.reserve(est) {
-                return self.reply_error(api, &e);
-            }
-        }
-        for (name, value) in pipeline::upstream_credentials(&self.config, api) {
+        for (name, value) in pipeline::upstream_credentials(&cfg, api) {
             self.set_http_request_header(name, value.as_deref());
         }
         if modified {
@@ -332,7 +453,138 @@ impl Http {
             self.set_http_request_body(0, body_size, &bytes);
             self.set_http_request_header("content-length", Some(&bytes.len().to_string()));
         }
+        if plan.lookup() {
+            if let Some(key) = &self.cache_key {
+                let path = cache::lookup_path(key);
+                let headers = vec![
+                    (":method", "GET"),
+                    (":path", path.as_str()),
+                    (":authority", "webdis"),
+                ];
+                match self.dispatch_http_call(
+                    &cfg.cache.cluster,
+                    headers,
+                    None,
+                    vec![],
+                    cfg.cache.timeout(),
+                ) {
+                    Ok(_) => {
+                        self.waiting_cache = true;
+                        return Action::Pause;
+                    }
+                    Err(_) => {
+                        self.cache_failure("dispatch");
+                        self.cache_status = HEADER_MISS;
+                    }
+                }
+            }
+        }
         Action::Continue
+    }
+
+    /// The first upstream whose breaker admits the request: (index, probe).
+    fn select_upstream(&mut self) -> Result<(usize, bool), ApiError> {
+        let cfg = self.config.clone();
+        let Some(breaker) = &cfg.breaker else {
+            return Ok((0, false));
+        };
+        let mut retry_after: Option<u64> = None;
+        for (i, up) in cfg.upstreams.iter().enumerate() {
+            let check = breaker.check(&HostStore, &HostClock, &up.name);
+            if check.store_failure.is_some() {
+                self.metrics.incr(
+                    "llmgate.dependency_failures_total.dependency.shared_data",
+                    1,
+                );
+            }
+            if let Some(t) = check.transition {
+                self.breaker_transition(&up.name, t.to);
+            }
+            match check.admission {
+                Admission::Allow => return Ok((i, false)),
+                Admission::Probe => return Ok((i, true)),
+                Admission::Open { retry_after_s } => {
+                    retry_after = Some(retry_after.map_or(retry_after_s, |r| r.min(retry_after_s)));
+                }
+            }
+        }
+        Err(ApiError::new(
+            503,
+            "no_healthy_upstream",
+            "every upstream is unavailable (circuit breaker open)",
+        )
+        .with_retry_after(retry_after.unwrap_or(1)))
+    }
+
+    fn breaker_transition(&self, cluster: &str, to: BreakerState) {
+        let c = label(cluster);
+        self.metrics
+            .gauge(&format!("llmgate.breaker_state.cluster.{c}"), to.gauge());
+        self.metrics.incr(
+            &format!(
+                "llmgate.breaker_transitions_total.cluster.{c}.state.{}",
+                to.as_str()
+            ),
+            1,
+        );
+    }
+
+    fn cache_failure(&self, reason: &str) {
+        self.metrics
+            .incr("llmgate.dependency_failures_total.dependency.webdis", 1);
+        self.metrics.incr(
+            &format!("llmgate.cache_total.outcome.error.reason.{}", label(reason)),
+            1,
+        );
+    }
+
+    /// Answers from a cache entry.
+    fn reply_hit(&mut self, entry: &Entry) {
+        let age = cache::age_s(entry, now_ms()).to_string();
+        let mut headers: Vec<(&str, String)> = vec![
+            ("content-type", entry.content_type.clone()),
+            ("x-llmgate-request-id", self.request_id.clone()),
+            ("x-llmgate-cache", HEADER_HIT.to_string()),
+            ("x-llmgate-upstream", "cache".to_string()),
+            ("age", age),
+        ];
+        if let Some(m) = &entry.model {
+            headers.push(("x-llmgate-model", m.clone()));
+        }
+        if !entry.stream {
+            if let Some(u) = &entry.usage {
+                headers.push(("x-llmgate-tokens-in", u.input_tokens.to_string()));
+                headers.push(("x-llmgate-tokens-out", u.output_tokens.to_string()));
+                headers.push(("x-llmgate-cost-usd", format_usd(0)));
+            }
+        }
+        for (k, v) in &self.extra_headers {
+            headers.push((k, v.clone()));
+        }
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.send_http_response(200, refs, Some(&entry.body));
+        self.replied = true;
+        self.cache_hit = true;
+        self.cache_status = HEADER_HIT;
+        self.status = 200;
+        self.completed = true;
+        self.served_model = entry.model.clone();
+        self.upstream = "cache".to_string();
+        self.metrics.incr("llmgate.cache_total.outcome.hit", 1);
+        self.finish();
+    }
+
+    /// Queues the store of a complete response; the root context sends it, so
+    /// it never delays the client and outlives this stream.
+    fn store(&self, entry: &Entry) {
+        let Some(key) = &self.cache_key else {
+            return;
+        };
+        let path = self.config.cache.store_path(key);
+        self.stores.borrow_mut().push(PendingStore {
+            path,
+            body: cache::encode(entry),
+        });
     }
 }
 
@@ -458,7 +710,51 @@ impl Http {
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if !self.waiting_cache {
+            return;
+        }
+        self.waiting_cache = false;
+        let Some(api) = self.api else {
+            self.resume_http_request();
+            return;
+        };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            self.get_http_call_response_header(":status")
+                .and_then(|s| s.parse::<u32>().ok())
+        };
+        let body = if body_size > 0 {
+            self.get_http_call_response_body(0, body_size)
+        } else {
+            None
+        };
+        match cache::interpret_lookup_for(status, body.as_deref(), api, self.stream) {
+            Lookup::Hit(entry) => {
+                self.reply_hit(&entry);
+                return;
+            }
+            Lookup::Miss => {
+                self.metrics.incr("llmgate.cache_total.outcome.miss", 1);
+            }
+            Lookup::Error(reason) => {
+                // Fail open: a broken cache is a miss.
+                self.cache_failure(reason);
+                self.metrics.incr("llmgate.cache_total.outcome.miss", 1);
+            }
+        }
+        self.cache_status = HEADER_MISS;
+        self.resume_http_request();
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -544,6 +840,9 @@ impl HttpContext for Http {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         self.set_http_response_header("x-llmgate-upstream", Some(&self.upstream));
+        if let Some(m) = self.sent_model.clone() {
+            self.set_http_response_header("x-llmgate-model", Some(&m));
+        }
         self.set_http_response_header("x-llmgate-cache", Some(self.cache_status));
         for (k, v) in self.extra_headers.clone() {
             self.set_http_response_header(k, Some(&v));
@@ -556,7 +855,11 @@ impl HttpContext for Http {
         let content_type = self
             .get_http_response_header("content-type")
             .unwrap_or_default();
+        self.content_type = content_type.clone();
         if content_type.starts_with("text/event-stream") {
+            if self.cache_plan.store() && self.status == 200 {
+                self.recorder = Some(self.config.cache.stream_recorder());
+            }
             self.set_http_response_header("content-length", None);
             self.body = Body::Stream {
                 parser: Box::new(SseParser::new()),
@@ -618,6 +921,24 @@ impl HttpContext for Http {
                     }
                 }
                 self.completed = true;
+                if self.cache_plan.store()
+                    && self.config.cache.should_store(
+                        self.status,
+                        Some(&self.content_type),
+                        body.len(),
+                    )
+                {
+                    let entry = Entry {
+                        api,
+                        stream: false,
+                        content_type: self.content_type.clone(),
+                        created_ms: now_ms(),
+                        model: self.served_model.clone(),
+                        usage: self.usage,
+                        body,
+                    };
+                    self.store(&entry);
+                }
                 self.finish();
                 Action::Continue
             }
@@ -646,6 +967,9 @@ impl HttpContext for Http {
                 if changed {
                     self.set_http_response_body(0, body_size, &out);
                 }
+                if let Some(rec) = &mut self.recorder {
+                    rec.push(&out);
+                }
                 if first_token_now {
                     self.first_token_ms = Some(now_ms());
                 }
@@ -657,6 +981,18 @@ impl HttpContext for Http {
                 }
                 if end_of_stream {
                     self.completed = done || self.status >= 400;
+                    if let Some(rec) = self.recorder.take() {
+                        if let Some(entry) = rec.finish(
+                            done,
+                            api,
+                            &self.content_type.clone(),
+                            now_ms(),
+                            self.served_model.clone(),
+                            self.usage,
+                        ) {
+                            self.store(&entry);
+                        }
+                    }
                     self.finish();
                 }
                 Action::Continue

@@ -2,6 +2,13 @@
 //! per-request contexts.
 
 use super::host::HostStore;
+use crate::core::audit::label;
+use crate::core::breaker::Breaker;
+use crate::core::cache;
+use std::cell::RefCell;
+use std::time::Duration;
+
+const MAX_STORES_IN_FLIGHT: usize = 64;
 use super::http::Http;
 use super::metrics::Metrics;
 use crate::core::config::Config;
@@ -9,13 +16,60 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::rc::Rc;
 
+/// A cache store waiting to be sent by the root context.
+pub struct PendingStore {
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// Stores queued by request contexts of this worker's VM.
+pub type Stores = Rc<RefCell<Vec<PendingStore>>>;
+
+/// How often the root context sends queued cache stores.
+const STORE_TICK: Duration = Duration::from_millis(10);
+
 #[derive(Default)]
 pub struct Root {
     config: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
+    stores: Stores,
+    /// Store callouts in flight.
+    in_flight: usize,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let status = if num_headers == 0 {
+            None
+        } else {
+            self.get_http_call_response_header(":status")
+                .and_then(|s| s.parse::<u32>().ok())
+        };
+        let body = if body_size > 0 {
+            self.get_http_call_response_body(0, body_size)
+        } else {
+            None
+        };
+        match cache::interpret_store(status, body.as_deref()) {
+            Ok(()) => self.metrics.incr("llmgate.cache_total.outcome.store", 1),
+            Err(reason) => {
+                self.metrics
+                    .incr("llmgate.dependency_failures_total.dependency.webdis", 1);
+                self.metrics.incr(
+                    &format!("llmgate.cache_total.outcome.error.reason.{}", label(reason)),
+                    1,
+                );
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -28,6 +82,17 @@ impl RootContext for Root {
                     if let Err(e) = config.budgets.init(&HostStore) {
                         log::warn!("llmgate: budget store init: {e:?}");
                     }
+                }
+                if let Some(b) = &config.breaker {
+                    let _ = b;
+                    let names: Vec<&str> =
+                        config.upstreams.iter().map(|u| u.name.as_str()).collect();
+                    if let Err(e) = Breaker::init(&HostStore, names) {
+                        log::warn!("llmgate: breaker store init: {e:?}");
+                    }
+                }
+                if config.cache.enabled {
+                    self.set_tick_period(STORE_TICK);
                 }
                 log::info!("llmgate: configuration loaded");
                 self.config = Some(Rc::new(config));
@@ -47,7 +112,44 @@ impl RootContext for Root {
             context_id,
             config,
             self.metrics.clone(),
+            self.stores.clone(),
         )))
+    }
+
+    fn on_tick(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let pending: Vec<PendingStore> = self.stores.borrow_mut().drain(..).collect();
+        for p in pending {
+            // Bound the work in flight: drop stores when webdis is slow.
+            if self.in_flight >= MAX_STORES_IN_FLIGHT {
+                self.metrics
+                    .incr("llmgate.cache_total.outcome.error.reason.backlog", 1);
+                continue;
+            }
+            let headers = vec![
+                (":method", "PUT"),
+                (":path", p.path.as_str()),
+                (":authority", "webdis"),
+                ("content-type", "application/octet-stream"),
+            ];
+            match self.dispatch_http_call(
+                &config.cache.cluster,
+                headers,
+                Some(&p.body),
+                vec![],
+                config.cache.timeout().max(Duration::from_millis(500)),
+            ) {
+                Ok(_) => self.in_flight = self.in_flight.saturating_add(1),
+                Err(_) => {
+                    self.metrics
+                        .incr("llmgate.dependency_failures_total.dependency.webdis", 1);
+                    self.metrics
+                        .incr("llmgate.cache_total.outcome.error.reason.dispatch", 1);
+                }
+            }
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

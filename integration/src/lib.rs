@@ -143,6 +143,9 @@ pub struct Options {
     /// Extra environment for Envoy (e.g. provider credentials).
     pub envoy_env: Vec<(String, String)>,
     pub start_redis: bool,
+    /// Point Envoy's `webdis` cluster at this port instead of the real
+    /// webdis (a black hole, to test timeouts).
+    pub webdis_cluster_port: Option<u16>,
 }
 
 impl Options {
@@ -165,6 +168,7 @@ impl Options {
                 ),
             ],
             start_redis: true,
+            webdis_cluster_port: None,
         }
     }
 }
@@ -224,7 +228,12 @@ pub fn envoy_yaml(opts: &Options, audit_log: &Path) -> String {
             ("LISTEN_PORT", opts.ports.listen.to_string()),
             ("PRIMARY_PORT", opts.ports.primary.to_string()),
             ("FALLBACK_PORT", opts.ports.fallback.to_string()),
-            ("WEBDIS_PORT", opts.ports.webdis.to_string()),
+            (
+                "WEBDIS_PORT",
+                opts.webdis_cluster_port
+                    .unwrap_or(opts.ports.webdis)
+                    .to_string(),
+            ),
             ("RETRIES", opts.retries.to_string()),
             ("AUDIT_LOG", audit_log.display().to_string()),
         ],
@@ -566,6 +575,97 @@ impl Drop for Stack {
         }
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A Redis reply (RESP2), for checking what llmgate stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Resp>),
+}
+
+impl Resp {
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Resp::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// Bulk strings of an array reply (e.g. `KEYS`).
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            Resp::Array(items) => items
+                .iter()
+                .filter_map(|i| match i {
+                    Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn read_resp(r: &mut impl std::io::BufRead) -> Option<Resp> {
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(1.min(line.len()));
+    match kind {
+        "+" => Some(Resp::Simple(rest.to_string())),
+        "-" => Some(Resp::Error(rest.to_string())),
+        ":" => rest.parse().ok().map(Resp::Int),
+        "$" => {
+            let n: i64 = rest.parse().ok()?;
+            if n < 0 {
+                return Some(Resp::Bulk(None));
+            }
+            let mut buf = vec![0u8; usize::try_from(n).ok()? + 2];
+            r.read_exact(&mut buf).ok()?;
+            buf.truncate(buf.len() - 2);
+            Some(Resp::Bulk(Some(buf)))
+        }
+        "*" => {
+            let n: i64 = rest.parse().ok()?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(read_resp(r)?);
+            }
+            Some(Resp::Array(items))
+        }
+        _ => None,
+    }
+}
+
+impl Stack {
+    /// Sends one command to this stack's Redis.
+    pub fn redis(&self, args: &[&str]) -> Resp {
+        let mut s = TcpStream::connect(("127.0.0.1", self.ports.redis)).expect("redis connect");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(cmd.as_bytes()).expect("redis write");
+        let mut r = std::io::BufReader::new(s);
+        read_resp(&mut r).expect("redis reply")
+    }
+
+    /// Waits until Redis holds at least `n` keys matching `pattern`.
+    pub fn wait_redis_keys(&self, pattern: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let keys = self.redis(&["KEYS", pattern]).strings();
+            if keys.len() >= n || Instant::now() > deadline {
+                return keys;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -6,7 +6,7 @@ ENVOY := .venv/bin/envoy
 ENVOY_VERSION ?= 1.40.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build wasm run up down test unit integration bench check fmt clippy clean train-guard guard-report
+.PHONY: all deps build wasm run up reload down test unit integration bench check fmt clippy clean train-guard guard-report
 
 all: build
 
@@ -44,6 +44,9 @@ run: build
 up: build
 	@if [ -f .run/pids ]; then $(MAKE) --no-print-directory down; fi
 	@target/release/llmgate-stack up
+
+reload: build
+	@target/release/llmgate-stack reload
 
 down:
 	@if [ -f .run/pids ]; then \

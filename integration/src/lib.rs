@@ -146,6 +146,8 @@ pub struct Options {
     /// Point Envoy's `webdis` cluster at this port instead of the real
     /// webdis (a black hole, to test timeouts).
     pub webdis_cluster_port: Option<u16>,
+    /// Load the plugin through ECDS from a watched file (hot reload).
+    pub ecds: bool,
 }
 
 impl Options {
@@ -169,6 +171,7 @@ impl Options {
             ],
             start_redis: true,
             webdis_cluster_port: None,
+            ecds: false,
         }
     }
 }
@@ -197,11 +200,63 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> String {
     out
 }
 
+/// The ECDS resource file for a plugin configuration (JSON, which Envoy's
+/// path config source reads by the `.json` extension).
+pub fn ecds_resource(opts: &Options, plugin_config: &str) -> String {
+    serde_json::json!({
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": "llmgate",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "llmgate",
+                    "root_id": "llmgate",
+                    "vm_config": {
+                        "vm_id": "llmgate",
+                        "runtime": opts.runtime,
+                        "code": {"local": {"filename": wasm_path().display().to_string()}},
+                        "environment_variables": {
+                            "host_env_keys": ["LLMGATE_OPENAI_API_KEY", "LLMGATE_ANTHROPIC_API_KEY"]
+                        }
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": plugin_config
+                    },
+                    "allow_on_headers_stop_iteration": true
+                }
+            }
+        }]
+    })
+    .to_string()
+}
+
 /// Renders the Envoy bootstrap for these options.
 pub fn envoy_yaml(opts: &Options, audit_log: &Path) -> String {
+    envoy_yaml_in(opts, audit_log, &std::env::temp_dir())
+}
+
+/// Renders the Envoy bootstrap; ECDS files live under `dir/ecds`.
+pub fn envoy_yaml_in(opts: &Options, audit_log: &Path, dir: &Path) -> String {
     let root = repo_root();
     let tmpl = fs::read_to_string(root.join("envoy/envoy.yaml.tmpl")).unwrap_or_default();
     let wasm_filter = match &opts.plugin_config {
+        Some(_) if opts.ecds => {
+            let t = fs::read_to_string(root.join("envoy/wasm-filter-ecds.yaml.tmpl"))
+                .unwrap_or_default();
+            let ecds_dir = dir.join("ecds");
+            render(
+                &t,
+                &[
+                    (
+                        "ECDS_PATH",
+                        ecds_dir.join("llmgate.json").display().to_string(),
+                    ),
+                    ("ECDS_DIR", ecds_dir.display().to_string()),
+                ],
+            )
+        }
         Some(cfg) => {
             let t =
                 fs::read_to_string(root.join("envoy/wasm-filter.yaml.tmpl")).unwrap_or_default();
@@ -245,8 +300,19 @@ struct Proc {
     child: Child,
 }
 
+/// Writes the ECDS file atomically (write, then rename in the watched
+/// directory), which is what makes Envoy pick it up.
+pub fn write_ecds(dir: &Path, opts: &Options, plugin_config: &str) -> Result<(), String> {
+    let ecds_dir = dir.join("ecds");
+    fs::create_dir_all(&ecds_dir).map_err(|e| e.to_string())?;
+    let tmp = ecds_dir.join(".llmgate.json.tmp");
+    fs::write(&tmp, ecds_resource(opts, plugin_config)).map_err(|e| e.to_string())?;
+    fs::rename(&tmp, ecds_dir.join("llmgate.json")).map_err(|e| e.to_string())
+}
+
 /// A running stack. Dropping it stops every process it started.
 pub struct Stack {
+    pub opts: Options,
     pub ports: Ports,
     pub dir: PathBuf,
     procs: Vec<Proc>,
@@ -325,6 +391,7 @@ impl Stack {
         let _ = fs::create_dir_all(&dir);
         let p = opts.ports;
         let mut stack = Stack {
+            opts: opts.clone(),
             ports: p,
             dir: dir.clone(),
             procs: Vec::new(),
@@ -377,7 +444,10 @@ impl Stack {
             )?);
         }
         let audit = dir.join("audit.log");
-        let yaml = envoy_yaml(&opts, &audit);
+        if let (true, Some(cfg)) = (opts.ecds, &opts.plugin_config) {
+            write_ecds(&dir, &opts, cfg)?;
+        }
+        let yaml = envoy_yaml_in(&opts, &audit, &dir);
         let yaml_path = dir.join("envoy.yaml");
         fs::write(&yaml_path, yaml).map_err(|e| e.to_string())?;
         let envoy_log = dir.join("envoy.log");
@@ -425,6 +495,11 @@ impl Stack {
         }
         stack.detached = detached;
         Ok(stack)
+    }
+
+    /// Replaces the plugin configuration of a running ECDS stack.
+    pub fn update_plugin_config(&self, plugin_config: &str) -> Result<(), String> {
+        write_ecds(&self.dir, &self.opts, plugin_config)
     }
 
     pub fn url(&self) -> String {

@@ -46,6 +46,7 @@ use crate::core::budget::{BudgetOptions, Budgets, CompiledLimits, FailureMode, L
 use crate::core::cache::{CacheConfig, CompiledCache};
 use crate::core::cost::{PriceTable, PricingConfig};
 use crate::core::keys::{KeyConfig, KeyTable};
+use crate::core::prompts::{PromptConfig, Prompts};
 use crate::core::routing::{
     compile_rules, compile_upstreams, rules_need_text, ModelRule, ModelRuleConfig, Upstream,
     UpstreamConfig,
@@ -96,6 +97,9 @@ pub struct RawConfig {
     /// Response cache in Redis through webdis.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Server-side prompt templates by id.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, PromptConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -192,6 +196,7 @@ impl Default for RawConfig {
             breaker: None,
             model_routing: Vec::new(),
             cache: CacheConfig::default(),
+            prompts: BTreeMap::new(),
         }
     }
 }
@@ -217,6 +222,7 @@ pub struct Config {
     pub model_rules: Vec<ModelRule>,
     pub rules_need_text: bool,
     pub cache: CompiledCache,
+    pub prompts: Prompts,
 }
 
 impl Config {
@@ -344,6 +350,7 @@ impl Config {
         };
         let model_rules = compile_rules(&raw.model_routing)?;
         let cache = raw.cache.compile()?;
+        let prompts = Prompts::compile(&raw.prompts)?;
         Ok(Config {
             max_body_bytes: raw.max_body_bytes,
             rules_need_text: rules_need_text(&model_rules),
@@ -351,6 +358,7 @@ impl Config {
             breaker,
             model_rules,
             cache,
+            prompts,
             tenant_limits,
             budgets,
             default_max_tokens: raw.budgets.default_max_tokens,

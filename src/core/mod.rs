@@ -11,6 +11,7 @@ pub mod cost;
 pub mod host;
 pub mod keys;
 pub mod pipeline;
+pub mod prompts;
 pub mod routing;
 pub mod sse;
 pub mod usage;

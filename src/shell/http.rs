@@ -16,6 +16,7 @@ use crate::core::cache::{
 use crate::core::config::{AuthMode, Config};
 use crate::core::cost::format_usd;
 use crate::core::pipeline::{self, Head, Identity};
+use crate::core::prompts::{self, Selection};
 use crate::core::routing::{self, RequestFacts};
 use crate::core::sse::SseParser;
 use crate::core::usage::{self, IncludeUsage, StreamTracker, Usage, Verdict};
@@ -89,6 +90,7 @@ pub struct Http {
     recorder: Option<StreamRecorder>,
     content_type: String,
     stores: Stores,
+    prompt: Option<Selection>,
 }
 
 impl Http {
@@ -128,6 +130,7 @@ impl Http {
             recorder: None,
             content_type: String::new(),
             stores,
+            prompt: None,
         }
     }
 
@@ -346,8 +349,37 @@ impl Http {
                 .or(self.first_byte_ms)
                 .map(|t| t.saturating_sub(self.start_ms)),
             completed: self.completed,
+            prompt_id: self.prompt.as_ref().map(|p| p.id.clone()),
+            prompt_version: self.prompt.as_ref().map(|p| p.version.clone()),
+            prompt_variant: self.prompt.as_ref().map(|p| p.variant.to_string()),
             ..Default::default()
         };
+        if let Some(p) = &self.prompt {
+            let tag = format!("prompt.{}.version.{}", label(&p.id), label(&p.version));
+            m.incr(
+                &format!("llmgate.prompt_requests_total.{tag}.outcome.{outcome}"),
+                1,
+            );
+            if let Some(u) = &self.usage {
+                m.incr(
+                    &format!("llmgate.prompt_tokens_total.{tag}.direction.in"),
+                    u.input_tokens,
+                );
+                m.incr(
+                    &format!("llmgate.prompt_tokens_total.{tag}.direction.out"),
+                    u.output_tokens,
+                );
+            }
+            if let Some(c) = cost {
+                m.incr(&format!("llmgate.prompt_cost_micro_usd_total.{tag}"), c);
+            }
+            if !self.replied {
+                m.histogram(
+                    &format!("llmgate.prompt_request_duration_ms.{tag}"),
+                    latency,
+                );
+            }
+        }
         self.set_property(vec!["llmgate_audit"], Some(&record.to_json()));
     }
 
@@ -367,6 +399,34 @@ impl Http {
         }
         let mut modified = false;
         let mut model = req.model.clone();
+
+        // Server-side prompt template.
+        if let Some(h) = self.get_http_request_header("x-llmgate-prompt") {
+            let subject = self
+                .identity
+                .as_ref()
+                .map(|i| i.user.clone().unwrap_or_else(|| i.key_id.clone()))
+                .unwrap_or_default();
+            let sel = match cfg.prompts.select(&h, &subject) {
+                Ok(s) => s,
+                Err(e) => return self.reply_error(api, &e),
+            };
+            let vars = match prompts::parse_vars(
+                self.get_http_request_header("x-llmgate-prompt-vars")
+                    .as_deref(),
+            ) {
+                Ok(v) => v,
+                Err(e) => return self.reply_error(api, &e),
+            };
+            if let Err(e) = cfg.prompts.apply(&sel, &vars, api, &mut req.body) {
+                self.prompt = Some(sel);
+                return self.reply_error(api, &e);
+            }
+            self.set_http_request_header("x-llmgate-prompt", None);
+            self.set_http_request_header("x-llmgate-prompt-vars", None);
+            self.prompt = Some(sel);
+            modified = true;
+        }
 
         // Cheap-model routing: first matching rule rewrites the model.
         if !cfg.model_rules.is_empty() {
@@ -434,7 +494,11 @@ impl Http {
                 .as_ref()
                 .map(|i| i.tenant.clone())
                 .unwrap_or_default();
-            self.cache_key = Some(cfg.cache.key(&tenant, api, &req.body, None));
+            let pv = self
+                .prompt
+                .as_ref()
+                .map(|p| format!("{}@{}", p.id, p.version));
+            self.cache_key = Some(cfg.cache.key(&tenant, api, &req.body, pv.as_deref()));
         }
 
         if api == Api::OpenAi && req.stream {
@@ -842,6 +906,10 @@ impl HttpContext for Http {
         self.set_http_response_header("x-llmgate-upstream", Some(&self.upstream));
         if let Some(m) = self.sent_model.clone() {
             self.set_http_response_header("x-llmgate-model", Some(&m));
+        }
+        if let Some(p) = &self.prompt {
+            let v = format!("{}@{}", p.id, p.version);
+            self.set_http_response_header("x-llmgate-prompt-version", Some(&v));
         }
         self.set_http_response_header("x-llmgate-cache", Some(self.cache_status));
         for (k, v) in self.extra_headers.clone() {

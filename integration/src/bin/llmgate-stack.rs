@@ -26,9 +26,38 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // The same validation the filter runs at plugin start, so a bad file is
+    // refused here with the field named instead of leaving Envoy warming.
+    if let Err(e) = llmgate::core::config::Config::from_json_with_env(config.as_bytes(), &|_| {
+        Some("set".to_string())
+    }) {
+        eprintln!(
+            "invalid plugin configuration {}: {e}",
+            config_path.display()
+        );
+        std::process::exit(1);
+    }
     let run_dir = root.join(".run");
     let _ = std::fs::create_dir_all(&run_dir);
     let mut opts = Options::new(&config);
+    // The demo loads the plugin through ECDS from .run/ecds/llmgate.json:
+    // `make reload` swaps that file and the running Envoy picks it up.
+    opts.ecds = true;
+    if mode == "reload" {
+        match llmgate_integration::write_ecds(&run_dir, &opts, &config) {
+            Ok(()) => {
+                println!(
+                    "llmgate configuration reloaded from {}",
+                    config_path.display()
+                );
+                return;
+            }
+            Err(e) => {
+                eprintln!("reload failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     opts.ports = Ports::demo();
     opts.dir = Some(run_dir.clone());
     opts.envoy_env = vec![

@@ -144,7 +144,9 @@ impl Client {
                 .min(MAX_BACKOFF);
             wait += jitter(wait / 2);
             if let Ok(r) = &result {
-                if let Some(secs) = r.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok())
+                if let Some(secs) = r
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
                 {
                     wait = wait.max(Duration::from_secs(secs)).min(MAX_BACKOFF);
                 }

@@ -42,7 +42,9 @@ pub fn judge_request(model: &str, input: &JudgeInput<'_>) -> Value {
         user.push_str(&format!("- {c}\n"));
     }
     if let Some(s) = input.system {
-        user.push_str(&format!("\nSystem prompt given to the assistant:\n<<<\n{s}\n>>>\n"));
+        user.push_str(&format!(
+            "\nSystem prompt given to the assistant:\n<<<\n{s}\n>>>\n"
+        ));
     }
     if let Some(p) = input.prompt {
         user.push_str(&format!(
@@ -215,7 +217,11 @@ pub fn parse_verdict(text: &str, criteria: &[String]) -> Result<Verdict, String>
 
 /// The answer text of an OpenAI chat-completions response.
 pub fn answer_text(body: &Value) -> Option<String> {
-    let content = body.get("choices")?.get(0)?.get("message")?.get("content")?;
+    let content = body
+        .get("choices")?
+        .get(0)?
+        .get("message")?
+        .get("content")?;
     match content {
         Value::String(s) => Some(s.clone()),
         Value::Array(parts) => Some(
@@ -338,7 +344,15 @@ mod tests {
         );
         assert_eq!(r["model"], "judge-m");
         let user = r["messages"][1]["content"].as_str().unwrap();
-        for s in ["- accuracy", "- helpfulness", "be nice", "support@v2", "Q?", "ref", "A!"] {
+        for s in [
+            "- accuracy",
+            "- helpfulness",
+            "be nice",
+            "support@v2",
+            "Q?",
+            "ref",
+            "A!",
+        ] {
             assert!(user.contains(s), "{s}");
         }
         assert!(r["messages"][0]["content"]

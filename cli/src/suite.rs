@@ -22,6 +22,8 @@ pub struct RawSuite {
     pub judge_model: Option<String>,
     #[serde(default)]
     pub threshold: Option<f64>,
+    #[serde(default)]
+    pub vars: serde_json::Map<String, serde_json::Value>,
     pub cases: Vec<RawCase>,
 }
 
@@ -34,6 +36,8 @@ pub struct RawCase {
     pub system: Option<String>,
     #[serde(default)]
     pub prompt: Option<String>,
+    #[serde(default)]
+    pub vars: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub reference: Option<String>,
     #[serde(default)]
@@ -94,6 +98,9 @@ pub struct Case {
     pub query: String,
     pub system: Option<String>,
     pub prompt: Option<String>,
+    /// Template variables (suite `vars` overlaid with the case's), sent as
+    /// `x-llmgate-prompt-vars` when a prompt is used.
+    pub vars: serde_json::Map<String, serde_json::Value>,
     pub reference: Option<String>,
     pub expected: Vec<Expected>,
     pub criteria: Vec<String>,
@@ -206,11 +213,14 @@ pub fn parse_suite(bytes: &[u8], file_stem: &str, ov: &Overrides) -> Result<Suit
             Some(t) => check_threshold(t, &at("threshold"))?,
             None => default_threshold,
         };
+        let mut vars = raw.vars.clone();
+        vars.extend(c.vars);
         cases.push(Case {
             id: c.id,
             query: c.query,
             system: c.system,
             prompt: c.prompt,
+            vars,
             reference: c.reference,
             expected,
             criteria,
@@ -295,13 +305,31 @@ mod tests {
     fn suite_errors_name_the_field() {
         let bad: &[(&str, &str)] = &[
             (r#"{"cases": []}"#, "cases"),
-            (r#"{"cases": [{"id": "a", "query": "q", "bogus": 1}]}"#, "cases[0].bogus"),
+            (
+                r#"{"cases": [{"id": "a", "query": "q", "bogus": 1}]}"#,
+                "cases[0].bogus",
+            ),
             (r#"{"cases": [{"id": "a"}]}"#, "cases[0]"),
-            (r#"{"cases": [{"id": "a", "query": "q"}, {"id": "a", "query": "q"}]}"#, "cases[1].id"),
-            (r#"{"cases": [{"id": "a", "query": "q", "threshold": 11}]}"#, "cases[0].threshold"),
-            (r#"{"cases": [{"id": "a", "query": "q", "expected": ["ok", "re:("]}]}"#, "cases[0].expected[1]"),
-            (r#"{"cases": [{"id": "a", "query": "q", "prompt": "a b"}]}"#, "cases[0].prompt"),
-            (r#"{"threshold": 0, "cases": [{"id": "a", "query": "q"}]}"#, "threshold"),
+            (
+                r#"{"cases": [{"id": "a", "query": "q"}, {"id": "a", "query": "q"}]}"#,
+                "cases[1].id",
+            ),
+            (
+                r#"{"cases": [{"id": "a", "query": "q", "threshold": 11}]}"#,
+                "cases[0].threshold",
+            ),
+            (
+                r#"{"cases": [{"id": "a", "query": "q", "expected": ["ok", "re:("]}]}"#,
+                "cases[0].expected[1]",
+            ),
+            (
+                r#"{"cases": [{"id": "a", "query": "q", "prompt": "a b"}]}"#,
+                "cases[0].prompt",
+            ),
+            (
+                r#"{"threshold": 0, "cases": [{"id": "a", "query": "q"}]}"#,
+                "threshold",
+            ),
             (r#"{"model": 3, "cases": []}"#, "model"),
         ];
         for (json, field) in bad {

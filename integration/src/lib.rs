@@ -451,7 +451,16 @@ impl Stack {
         let yaml_path = dir.join("envoy.yaml");
         fs::write(&yaml_path, yaml).map_err(|e| e.to_string())?;
         let envoy_log = dir.join("envoy.log");
-        let mut cmd = Command::new(envoy_bin());
+        // Envoy stops (SIGTERM) when its parent process exits. Detached, it
+        // runs under a shell that stays alive as its parent; stopping that
+        // shell (`make down`) stops Envoy the same way.
+        let mut cmd = if detached {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg("\"$0\" \"$@\"; exit $?").arg(envoy_bin());
+            c
+        } else {
+            Command::new(envoy_bin())
+        };
         cmd.arg("-c")
             .arg(&yaml_path)
             .args(["--concurrency", &opts.concurrency.to_string()])

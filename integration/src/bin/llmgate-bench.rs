@@ -8,8 +8,10 @@
 //! Environment: `LLMGATE_BENCH_SECONDS` (measured seconds per point, default
 //! 5), `LLMGATE_BENCH_WARMUP` (seconds of warm-up per point, default 1),
 //! `LLMGATE_BENCH_ONLY` (comma-separated stack ids, for development: mock,
-//! bare, auth, full-miss, full-hit, stream, response-filter, wamr, wasmtime),
-//! `LLMGATE_BENCH_OUT` (where to write the results, default
+//! bare, auth, full-miss, full-nocache, full-hit, stream, response-filter,
+//! wamr, wasmtime, or an extra config's file stem),
+//! `LLMGATE_BENCH_EXTRA` (more plugin configurations from `bench/configs/`,
+//! comma-separated, measured on cache-miss bodies), `LLMGATE_BENCH_OUT` (where to write the results, default
 //! `bench/results.md`).
 
 use llmgate_integration::{client, config, envoy_bin, mock_bin, repo_root, wasm_path};
@@ -365,6 +367,29 @@ fn scenario(id: &'static str, name: &'static str) -> Scenario {
     }
 }
 
+/// Extra configurations named in `LLMGATE_BENCH_EXTRA` (files in
+/// `bench/configs/`, comma-separated), measured like the cache-miss row: for
+/// profiling one feature at a time.
+fn extra_specs() -> Vec<StackSpec> {
+    std::env::var("LLMGATE_BENCH_EXTRA")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            // A handful of names per run, kept for the whole run.
+            let file: &'static str = Box::leak(f.to_string().into_boxed_str());
+            let id: &'static str = file.strip_suffix(".json").unwrap_or(file);
+            StackSpec {
+                id,
+                plugin: Some(file),
+                runtime: V8,
+                scenarios: vec![scenario(id, id)],
+            }
+        })
+        .collect()
+}
+
 fn specs() -> Vec<StackSpec> {
     vec![
         StackSpec {
@@ -410,6 +435,15 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("full.json"),
             runtime: V8,
             scenarios: vec![scenario("full-miss", "llmgate full pipeline, cache miss")],
+        },
+        StackSpec {
+            id: "full-nocache",
+            plugin: Some("full-nocache.json"),
+            runtime: V8,
+            scenarios: vec![scenario(
+                "full-nocache",
+                "llmgate full pipeline, cache off (diagnostic)",
+            )],
         },
         StackSpec {
             id: "full-hit",
@@ -1186,7 +1220,7 @@ fn main() {
     };
     let mut rows = Vec::new();
     let mut stacks = Vec::new();
-    for spec in specs() {
+    for spec in specs().into_iter().chain(extra_specs()) {
         if !only.is_empty() && !only.iter().any(|o| o == spec.id) {
             continue;
         }

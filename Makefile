@@ -35,7 +35,7 @@ wasm: .deps-rust
 	$(CARGO) build --release --target wasm32-wasip1 -p llmgate
 
 build: deps wasm
-	$(CARGO) build --release -p mock-llm -p llmgate-integration
+	$(CARGO) build --release -p mock-llm -p llmgate-integration -p llmgate-cli
 
 ## ---- the demo stack (CONTRACT.md ports) ------------------------------------
 run: build
@@ -58,6 +58,7 @@ down:
 
 ## ---- tests ------------------------------------------------------------------
 test: build
+	target/release/llmgate check-config examples
 	$(CARGO) test --workspace --all-targets 2>&1 | tee target/test-output.txt; exit $${PIPESTATUS[0]}
 
 unit:

@@ -13,6 +13,15 @@ pub struct Meta {
     pub endpoint: String,
 }
 
+/// Drops trailing blanks of padded rows.
+fn trim_rows(out: &str) -> String {
+    out.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 fn score_cell(r: &CaseResult) -> String {
     r.overall().map(fmt_score).unwrap_or_else(|| "-".into())
 }
@@ -109,7 +118,7 @@ pub fn table(meta: &Meta, results: &[CaseResult]) -> String {
         "{} cases: {} passed, {} failed, {} malformed, {} errors",
         s.total, s.passed, s.failed, s.malformed, s.errors
     );
-    out
+    trim_rows(&out)
 }
 
 pub fn json_report(meta: &Meta, results: &[CaseResult], elapsed: Duration) -> String {
@@ -210,7 +219,7 @@ pub fn compare_table(meta: &Meta, c: &Comparison) -> String {
         passed(&|p| &p.1),
         c.pairs.len()
     );
-    out
+    trim_rows(&out)
 }
 
 pub fn compare_json(meta: &Meta, c: &Comparison, elapsed: Duration) -> String {

@@ -347,3 +347,24 @@ mod tests {
         assert!(check_prompt_ref("a\r\nx: y@1").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn example_suites_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/eval");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.to_string_lossy().ends_with(".suite.json") {
+                let b = std::fs::read(&p).unwrap();
+                parse_suite(&b, "x", &Overrides::default())
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 1);
+    }
+}

@@ -67,6 +67,9 @@ unit:
 integration: build
 	$(CARGO) test -p llmgate-integration
 
+bench: build
+	target/release/llmgate-bench
+
 check: fmt clippy
 
 fmt:

@@ -70,6 +70,15 @@ integration: build
 bench: build
 	target/release/llmgate-bench
 
+train-guard: ## retrain the injection classifier -> src/core/guard/guard_model.bin (reproducible)
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install -q -r scripts/requirements-guard.txt
+	.venv/bin/python scripts/train_guard.py --corpus ../shared/corpus
+
+guard-report: ## score the guard on ../shared/corpus (same Rust code as the filter)
+	cargo run --release --example guard_report -- ../shared/corpus target/guard-report.md tests/data/guard/benign_extra.jsonl
+	@cat target/guard-report.md
+
 check: fmt clippy
 
 fmt:

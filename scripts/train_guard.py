@@ -113,6 +113,8 @@ def features(root, texts):
 def matrix(rows):
     data, ind, ptr = [], [], [0]
     for r in rows:
+        # binary features: each distinct feature once (as the Rust side)
+        r = sorted(set(r))
         n = len(r)
         v = 1.0 / math.sqrt(n) if n else 0.0
         ind.extend(r)
@@ -128,7 +130,7 @@ def main():
     ap.add_argument("--corpus", default="../shared/corpus")
     ap.add_argument("--extra", default="tests/data/guard/benign_extra.jsonl")
     ap.add_argument("--out", default="src/core/guard/guard_model.bin")
-    ap.add_argument("--C", type=float, default=4.0)
+    ap.add_argument("--C", type=float, default=16.0)
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -198,7 +198,7 @@ fn cheap_model_rule_rewrites_the_model() {
     assert_eq!(audit[0]["served_model"], "gpt-4o-mini");
 
     // A long request keeps its model.
-    let long = "word ".repeat(400);
+    let long = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(40);
     let r = s.send(&chat(&long));
     assert_eq!(r.header("x-llmgate-model"), Some("gpt-4o"));
     assert_eq!(

@@ -124,17 +124,34 @@ fn trusted_identity_header_instead_of_keys() {
         "auth": {"mode": "trusted_header", "identity_header": "x-llmgate-identity"},
         "keys": [{"id": "team-a", "tenant": "acme", "models": ["gpt-*"]}]
     }))));
-    let r = s.send(&Request::openai(chat()).without("authorization").header("x-llmgate-identity", "team-a"));
+    let r = s.send(
+        &Request::openai(chat())
+            .without("authorization")
+            .header("x-llmgate-identity", "team-a"),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let last = s.mock_json(Mock::Primary, "/mock/last");
-    assert!(last["headers"].get("x-llmgate-identity").is_none(), "identity header stripped");
+    assert!(
+        last["headers"].get("x-llmgate-identity").is_none(),
+        "identity header stripped"
+    );
     let r = s.send(&Request::openai(chat()).without("authorization"));
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["code"], "missing_identity");
-    let r = s.send(&Request::openai(chat()).without("authorization").header("x-llmgate-identity", "someone-else"));
+    let r = s.send(
+        &Request::openai(chat())
+            .without("authorization")
+            .header("x-llmgate-identity", "someone-else"),
+    );
     assert_eq!(r.status, 401);
-    let r = s.send(&Request::anthropic(claude()).without("x-api-key").header("x-llmgate-identity", "team-a"));
+    let r = s.send(
+        &Request::anthropic(claude())
+            .without("x-api-key")
+            .header("x-llmgate-identity", "team-a"),
+    );
     assert_eq!(r.status, 403, "model not allowed for this identity");
     let audit = s.wait_audit(4);
-    assert!(audit.iter().any(|l| l["key_id"] == "team-a" && l["tenant"] == "acme"));
+    assert!(audit
+        .iter()
+        .any(|l| l["key_id"] == "team-a" && l["tenant"] == "acme"));
 }

@@ -37,6 +37,9 @@ pub struct AuditRecord {
     pub flagged: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redacted: Vec<String>,
+    /// Entity types found in the response by response filtering.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_redacted: Vec<String>,
     /// The response reached its end (false after a reset or client abort).
     pub completed: bool,
     /// Prompt and completion text, only with `audit.include_text`.

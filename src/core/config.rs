@@ -45,8 +45,10 @@ use crate::core::breaker::{Breaker, BreakerConfig};
 use crate::core::budget::{BudgetOptions, Budgets, CompiledLimits, FailureMode, LimitsConfig};
 use crate::core::cache::{CacheConfig, CompiledCache};
 use crate::core::cost::{PriceTable, PricingConfig};
+use crate::core::guard::{Guard, GuardConfig};
 use crate::core::keys::{KeyConfig, KeyTable};
 use crate::core::prompts::{PromptConfig, Prompts};
+use crate::core::respfilter::{ResponseFilter, ResponseFilterConfig};
 use crate::core::routing::{
     compile_rules, compile_upstreams, rules_need_text, ModelRule, ModelRuleConfig, Upstream,
     UpstreamConfig,
@@ -100,6 +102,25 @@ pub struct RawConfig {
     /// Server-side prompt templates by id.
     #[serde(default)]
     pub prompts: BTreeMap<String, PromptConfig>,
+    /// Request guard: limits, injection detection, PII and secrets.
+    #[serde(default)]
+    pub guard: GuardConfig,
+    /// Response filtering: PII and secrets in completions.
+    #[serde(default)]
+    pub response_filter: ResponseFilterConfig,
+    /// Request bodies with a `content-encoding` (gzip, …): `reject` (400,
+    /// default) or `pass` (forwarded unparsed: no guard, cache or budgets
+    /// by tokens — only authentication and the request count).
+    #[serde(default)]
+    pub encoded_body: EncodedBody,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodedBody {
+    #[default]
+    Reject,
+    Pass,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -197,6 +218,9 @@ impl Default for RawConfig {
             model_routing: Vec::new(),
             cache: CacheConfig::default(),
             prompts: BTreeMap::new(),
+            guard: GuardConfig::default(),
+            response_filter: ResponseFilterConfig::default(),
+            encoded_body: EncodedBody::Reject,
         }
     }
 }
@@ -223,6 +247,9 @@ pub struct Config {
     pub rules_need_text: bool,
     pub cache: CompiledCache,
     pub prompts: Prompts,
+    pub guard: Guard,
+    pub response_filter: ResponseFilter,
+    pub encoded_body: EncodedBody,
 }
 
 impl Config {
@@ -351,6 +378,8 @@ impl Config {
         let model_rules = compile_rules(&raw.model_routing)?;
         let cache = raw.cache.compile()?;
         let prompts = Prompts::compile(&raw.prompts)?;
+        let guard = raw.guard.compile().map_err(|e| e.under("guard"))?;
+        let response_filter = raw.response_filter.compile()?;
         Ok(Config {
             max_body_bytes: raw.max_body_bytes,
             rules_need_text: rules_need_text(&model_rules),
@@ -359,6 +388,9 @@ impl Config {
             model_rules,
             cache,
             prompts,
+            guard,
+            response_filter,
+            encoded_body: raw.encoded_body,
             tenant_limits,
             budgets,
             default_max_tokens: raw.budgets.default_max_tokens,

@@ -13,10 +13,12 @@ use crate::core::budget::{
 use crate::core::cache::{
     self, ClientCache, Entry, Lookup, Plan, StreamRecorder, HEADER_BYPASS, HEADER_HIT, HEADER_MISS,
 };
+use crate::core::config::EncodedBody;
 use crate::core::config::{AuthMode, Config};
 use crate::core::cost::format_usd;
 use crate::core::pipeline::{self, Head, Identity};
 use crate::core::prompts::{self, Selection};
+use crate::core::respfilter::{self, Findings, StreamFilter};
 use crate::core::routing::{self, RequestFacts};
 use crate::core::sse::SseParser;
 use crate::core::usage::{self, IncludeUsage, StreamTracker, Usage, Verdict};
@@ -49,6 +51,7 @@ enum Body {
     Stream {
         parser: Box<SseParser>,
         tracker: Box<StreamTracker>,
+        filter: Option<Box<StreamFilter>>,
     },
 }
 
@@ -91,6 +94,12 @@ pub struct Http {
     content_type: String,
     stores: Stores,
     prompt: Option<Selection>,
+    /// Request guard results, for metrics and the audit line.
+    flagged: Vec<&'static str>,
+    redacted: Vec<(&'static str, u32)>,
+    response_findings: Findings,
+    /// A content-encoded body forwarded unparsed (`encoded_body: pass`).
+    passthrough: bool,
 }
 
 impl Http {
@@ -131,6 +140,10 @@ impl Http {
             content_type: String::new(),
             stores,
             prompt: None,
+            flagged: Vec::new(),
+            redacted: Vec::new(),
+            response_findings: Findings::default(),
+            passthrough: false,
         }
     }
 
@@ -352,8 +365,26 @@ impl Http {
             prompt_id: self.prompt.as_ref().map(|p| p.id.clone()),
             prompt_version: self.prompt.as_ref().map(|p| p.version.clone()),
             prompt_variant: self.prompt.as_ref().map(|p| p.variant.to_string()),
+            flagged: self.flagged.iter().map(|f| (*f).to_string()).collect(),
+            redacted: self
+                .redacted
+                .iter()
+                .map(|(e, _)| (*e).to_string())
+                .collect(),
+            response_redacted: respfilter::entity_names(&self.response_findings),
             ..Default::default()
         };
+        let action = if self.response_findings.blocked.is_some() {
+            "block"
+        } else {
+            "redact"
+        };
+        for (e, n) in &self.response_findings.counts {
+            m.incr(
+                &format!("llmgate.response_filter_total.entity.{e}.action.{action}"),
+                u64::from(*n),
+            );
+        }
         if let Some(p) = &self.prompt {
             let tag = format!("prompt.{}.version.{}", label(&p.id), label(&p.version));
             m.incr(
@@ -426,6 +457,40 @@ impl Http {
             self.set_http_request_header("x-llmgate-prompt-vars", None);
             self.prompt = Some(sel);
             modified = true;
+        }
+
+        // Request guard: limits, injection, PII and secrets.
+        {
+            let mut v = Value::Object(std::mem::take(&mut req.body));
+            let outcome = cfg.guard.inspect_request(api, &mut v);
+            if let Value::Object(m) = v {
+                req.body = m;
+            }
+            for f in &outcome.flagged {
+                self.metrics
+                    .incr(&format!("llmgate.guard_total.category.{f}.action.flag"), 1);
+            }
+            for (e, n) in &outcome.redacted {
+                self.metrics.incr(
+                    &format!("llmgate.guard_total.entity.{e}.action.redact"),
+                    u64::from(*n),
+                );
+            }
+            self.flagged = outcome.flagged.clone();
+            self.redacted = outcome.redacted.clone();
+            if let Some(b) = outcome.block {
+                let what = if b.code == "pii_detected" || b.code == "secret_detected" {
+                    "entity"
+                } else {
+                    "category"
+                };
+                self.metrics.incr(
+                    &format!("llmgate.guard_total.{what}.{}.action.block", b.category),
+                    1,
+                );
+                return self.reply_error(api, &ApiError::new(400, b.code, b.message));
+            }
+            modified |= outcome.modified;
         }
 
         // Cheap-model routing: first matching rule rewrites the model.
@@ -869,6 +934,26 @@ impl HttpContext for Http {
                 return self.reply_error(api, &too_large(self.config.max_body_bytes));
             }
         }
+        if let Some(enc) = self.get_http_request_header("content-encoding") {
+            if !enc.trim().eq_ignore_ascii_case("identity") && !enc.trim().is_empty() {
+                if self.config.encoded_body == EncodedBody::Reject {
+                    return self.reply_error(
+                        api,
+                        &ApiError::new(
+                            400,
+                            "encoded_body_not_supported",
+                            "content-encoded request bodies are not accepted; send plain JSON",
+                        ),
+                    );
+                }
+                self.passthrough = true;
+                self.reason = Some("encoded_body_passthrough".to_string());
+                for (name, value) in pipeline::upstream_credentials(&self.config, api) {
+                    self.set_http_request_header(name, value.as_deref());
+                }
+                return Action::Continue;
+            }
+        }
         // Hold the headers until the whole body is here (needs
         // `allow_on_headers_stop_iteration: true` in the Envoy filter config).
         Action::Pause
@@ -880,6 +965,9 @@ impl HttpContext for Http {
         };
         if self.replied {
             return Action::Pause;
+        }
+        if self.passthrough {
+            return Action::Continue;
         }
         let size = u64::try_from(body_size).unwrap_or(u64::MAX);
         if size > self.config.max_body_bytes {
@@ -911,6 +999,10 @@ impl HttpContext for Http {
             let v = format!("{}@{}", p.id, p.version);
             self.set_http_response_header("x-llmgate-prompt-version", Some(&v));
         }
+        if !self.flagged.is_empty() {
+            let v = self.flagged.join(",");
+            self.set_http_response_header("x-llmgate-flagged", Some(&v));
+        }
         self.set_http_response_header("x-llmgate-cache", Some(self.cache_status));
         for (k, v) in self.extra_headers.clone() {
             self.set_http_response_header(k, Some(&v));
@@ -935,6 +1027,8 @@ impl HttpContext for Http {
                     api,
                     self.include_usage == IncludeUsage::Added,
                 )),
+                filter: (self.config.response_filter.enabled && self.status == 200)
+                    .then(|| Box::new(StreamFilter::new(&self.config.response_filter, api))),
             };
             Action::Continue
         } else {
@@ -963,12 +1057,42 @@ impl HttpContext for Http {
                 if !end_of_stream {
                     return Action::Pause;
                 }
-                let body = self
+                let mut body = self
                     .get_http_response_body(0, body_size)
                     .unwrap_or_default();
                 if let Some(info) = usage::parse_response(api, &body) {
                     self.usage = info.usage;
                     self.served_model = info.model;
+                }
+                if self.config.response_filter.enabled && self.status == 200 {
+                    let (new, findings) =
+                        respfilter::filter_json(&self.config.response_filter, api, &body);
+                    self.response_findings = findings;
+                    if let Some(what) = self.response_findings.blocked {
+                        let err = ApiError::new(
+                            502,
+                            "response_blocked",
+                            format!("the response was blocked: it contained {what}"),
+                        );
+                        body = err.body(api);
+                        self.status = 502;
+                        self.reason = Some("response_blocked".to_string());
+                        self.cache_plan = Plan::Bypass;
+                        self.set_http_response_header(":status", Some("502"));
+                        self.set_http_response_header("content-type", Some("application/json"));
+                        self.set_http_response_body(0, body_size, &body);
+                        self.set_http_response_header(
+                            "content-length",
+                            Some(&body.len().to_string()),
+                        );
+                    } else if let Some(new) = new {
+                        body = new;
+                        self.set_http_response_body(0, body_size, &body);
+                        self.set_http_response_header(
+                            "content-length",
+                            Some(&body.len().to_string()),
+                        );
+                    }
                 }
                 if let Some(u) = self.usage {
                     self.set_http_response_header(
@@ -1010,22 +1134,35 @@ impl HttpContext for Http {
                 self.finish();
                 Action::Continue
             }
-            Body::Stream { parser, tracker } => {
+            Body::Stream {
+                parser,
+                tracker,
+                filter,
+            } => {
                 let mut events = parser.push(&chunk);
                 if end_of_stream {
                     events.extend(parser.finish());
                 }
                 let mut out = Vec::with_capacity(chunk.len());
-                let mut changed = false;
+                let mut changed = filter.is_some();
                 let had_token = tracker.first_token_seen();
                 for ev in &events {
-                    match tracker.observe(ev) {
-                        Verdict::Forward => out.extend_from_slice(&ev.raw),
-                        Verdict::Drop => changed = true,
+                    match (tracker.observe(ev), filter.as_mut()) {
+                        (Verdict::Forward, None) => out.extend_from_slice(&ev.raw),
+                        (Verdict::Forward, Some(f)) => out.extend(f.on_event(ev)),
+                        (Verdict::Drop, _) => changed = true,
                     }
                 }
                 let unparsed = parser.take_unparsed();
                 out.extend_from_slice(&unparsed);
+                if let Some(f) = filter.as_mut() {
+                    if end_of_stream {
+                        out.extend(f.finish());
+                    }
+                    if f.findings != self.response_findings {
+                        self.response_findings = f.findings.clone();
+                    }
+                }
                 let first_token_now = !had_token && tracker.first_token_seen();
                 // Held-back bytes (an incomplete event) also change the chunk.
                 changed |= out.len() != chunk.len();

@@ -3,14 +3,15 @@
 //! `scripts/train_guard.py`, weights shipped in `guard_model.bin`.
 //!
 //! Features (hashed into 2^BITS buckets):
-//! - byte 4-grams of `" " + text + " "` (multiplicative hash of the packed
+//! - byte 5-grams of `" " + text + " "` (multiplicative hash of the packed
 //!   bytes);
 //! - word unigrams ([`word_hash`]) and bigrams (the two word hashes mixed),
 //!   words being maximal runs of ASCII alphanumerics, `_`, `'` and
 //!   non-ASCII bytes.
 //!
-//! Every occurrence adds 1/sqrt(N) to its feature (N = occurrences in the
-//! chunk), so logit = bias + scale * sum(w[i]) / sqrt(N). Texts longer than
+//! Features are binary: each distinct feature of a chunk adds 1/sqrt(N)
+//! (N = distinct features in the chunk), so logit = bias + scale *
+//! sum(w[i]) / sqrt(N) over distinct i; repetition alone cannot raise it. Texts longer than
 //! [`CHUNK`] bytes are scored in chunks (split at whitespace) and the
 //! maximum is kept, so an injection inside a long document is not diluted.
 //!
@@ -21,7 +22,9 @@
 /// Hash space: 2^BITS weights.
 pub const BITS: u32 = 17;
 const MASK: u32 = (1 << BITS) - 1;
-/// Chunk size in bytes of normalised text.
+/// Chunk size in bytes of normalised text. Texts longer than two chunks
+/// are classified on their first two chunks and their last one only (a cost
+/// cap: the rules still see the whole text).
 pub const CHUNK: usize = 1024;
 
 /// Word bytes: ASCII alphanumerics, `_`, `'` and every non-ASCII byte.
@@ -141,28 +144,17 @@ pub fn words(text: &str, out: &mut Vec<Word>) {
 /// to the chunk).
 #[inline]
 pub fn for_each_feature(text: &[u8], words: &[Word], mut f: impl FnMut(u32)) {
-    // byte 4-grams over " " + text + " ", hashed by multiplying the packed
+    // byte 5-grams over " " + text + " ", hashed by multiplying the packed
     // bytes (top BITS bits)
-    let shift = 32 - BITS;
-    let h4 = |key: u32| {
-        (key ^ 0x5bd1_e995)
-            .wrapping_mul(0x85eb_ca77)
-            .rotate_left(13)
-            .wrapping_mul(0xc2b2_ae3d)
-            >> shift
-    };
-    let mut key: u32 = u32::from(b' ');
+    let shift = 64 - BITS;
+    let mut key: u64 = u64::from(b' ');
     let mut seen = 1usize;
-    for &z in text {
-        key = (key << 8) | u32::from(z);
+    for &z in text.iter().chain(std::iter::once(&b' ')) {
+        key = ((key << 8) | u64::from(z)) & 0xff_ffff_ffff;
         seen += 1;
-        if seen >= 4 {
-            f(h4(key));
+        if seen >= 5 {
+            f(((key ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as u32);
         }
-    }
-    key = (key << 8) | u32::from(b' ');
-    if seen + 1 >= 4 {
-        f(h4(key));
     }
     let mut prev: Option<u32> = None;
     for w in words {
@@ -264,7 +256,20 @@ impl Model {
         let mut sum: i32 = 0;
         let mut n: u32 = 0;
         let w = self.weights;
+        // Each distinct feature counts once (binary features, L2-normalised
+        // by the number of distinct features): a repeated word or n-gram
+        // cannot push the score up by repetition alone.
+        let mut seen = vec![0u64; 1 << (BITS - 6)];
         for_each_feature(text, words, |i| {
+            let word = (i >> 6) as usize;
+            let bit = 1u64 << (i & 63);
+            let Some(slot) = seen.get_mut(word) else {
+                return;
+            };
+            if *slot & bit != 0 {
+                return;
+            }
+            *slot |= bit;
             let v = w.get(i as usize).copied().unwrap_or(0) as i8;
             sum = sum.saturating_add(i32::from(v));
             n = n.saturating_add(1);
@@ -286,7 +291,13 @@ impl Model {
         } else {
             let mut wi = 0usize;
             let mut local: Vec<Word> = Vec::new();
-            for (s, e) in chunks(text) {
+            let all = chunks(text);
+            let n = all.len();
+            for (k, &(s, e)) in all.iter().enumerate() {
+                // cost cap: the first two chunks and the last one
+                if k >= 2 && k + 1 < n {
+                    continue;
+                }
                 local.clear();
                 while let Some(w) = all_words.get(wi) {
                     if (w.start as usize) >= e {

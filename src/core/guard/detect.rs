@@ -523,30 +523,48 @@ fn maybe_ipv6(b: &[u8], i: usize) -> Option<Match> {
 fn scan(text: &str, out: &mut Vec<Match>) {
     let b = text.as_bytes();
     let n = b.len();
+    let has_colon = b.contains(&b':');
     let mut i = 0usize;
     // Positions before `skip_to` are inside a token already matched.
     let mut skip_to = 0usize;
     while i < n {
         let c = at(b, i);
-        if c == b'@' {
-            if let Some((s, e)) = email_at(b, i) {
-                out.push(Match {
-                    entity: Entity::Email,
-                    start: s,
-                    end: e,
-                });
-                i = e.max(i + 1);
-                continue;
+        if !is_word(c) {
+            if c == b'@' {
+                if let Some((s, e)) = email_at(b, i) {
+                    out.push(Match {
+                        entity: Entity::Email,
+                        start: s,
+                        end: e,
+                    });
+                    i = e.max(i + 1);
+                    skip_to = i;
+                    continue;
+                }
+            } else if i >= skip_to && (i == 0 || !is_word(at(b, i - 1))) {
+                let found = match c {
+                    b'+' | b'(' => number_at(b, i),
+                    b'-' => pem_at(b, i),
+                    b':' if has_colon => maybe_ipv6(b, i),
+                    _ => None,
+                };
+                if let Some(m) = found {
+                    let e = m.end.max(i + 1);
+                    out.push(m);
+                    i = e;
+                    skip_to = e;
+                    continue;
+                }
             }
             i += 1;
             continue;
         }
-        let prev = if i == 0 { b' ' } else { at(b, i - 1) };
-        let boundary = !is_word(prev) && i >= skip_to;
-        if boundary {
+        // a word byte: a token can only start here at a boundary
+        if i >= skip_to && (i == 0 || !is_word(at(b, i - 1))) {
             let found = match c {
-                b'0'..=b'9' => number_at(b, i).or_else(|| maybe_ipv6(b, i)),
-                b'+' | b'(' => number_at(b, i),
+                b'0'..=b'9' => {
+                    number_at(b, i).or_else(|| if has_colon { maybe_ipv6(b, i) } else { None })
+                }
                 b'a'..=b'z' | b'A'..=b'Z' => {
                     let s = if SECRET_START.get(usize::from(c)).copied().unwrap_or(false) {
                         secret_at(b, i)
@@ -556,39 +574,26 @@ fn scan(text: &str, out: &mut Vec<Match>) {
                     if s.is_some() {
                         s
                     } else if at(b, i + 2).is_ascii_digit() && at(b, i + 3).is_ascii_digit() {
-                        iban_at(b, i).or_else(|| maybe_ipv6(b, i))
-                    } else {
+                        iban_at(b, i).or_else(|| if has_colon { maybe_ipv6(b, i) } else { None })
+                    } else if has_colon && c.is_ascii_hexdigit() {
                         maybe_ipv6(b, i)
+                    } else {
+                        None
                     }
                 }
-                b'-' => pem_at(b, i),
-                b':' => maybe_ipv6(b, i),
                 _ => None,
             };
             if let Some(m) = found {
-                let e = m.end;
+                let e = m.end.max(i + 1);
                 out.push(m);
-                if e > i {
-                    skip_to = e;
-                    i = e;
-                    continue;
-                }
+                i = e;
+                skip_to = e;
+                continue;
             }
         }
-        // Skip the rest of a word quickly (no token can start inside it),
-        // but stop at '@' which ends an email's local part.
-        if is_word(c) {
-            i += 1;
-            while i < n {
-                let d = at(b, i);
-                if !is_word(d) {
-                    break;
-                }
-                i += 1;
-            }
-        } else {
-            i += 1;
-        }
+        // skip the rest of the word
+        let rest = b.get(i..).unwrap_or(&[]);
+        i += rest.iter().position(|&d| !is_word(d)).unwrap_or(rest.len());
     }
 }
 
@@ -938,7 +943,7 @@ fn card_ok(d: &[u8]) -> bool {
         3 => {
             ((p2 == 34 || p2 == 37) && len == 15)                        // Amex
             || (((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39) && (14..=19).contains(&len)) // Diners
-            || ((3528..=3589).contains(&p4) && (16..=19).contains(&len))
+            || (p2 == 35 && (16..=19).contains(&len))
         } // JCB
         6 => {
             (p4 == 6011
@@ -1332,7 +1337,7 @@ fn secret_at(b: &[u8], i: usize) -> Option<Match> {
             let mut long_seg = false;
             let mut last_len = 0;
             for seg in body.split(|&c| c == b'-') {
-                if seg.len() >= 8 && seg.iter().all(|c| c.is_ascii_digit()) {
+                if seg.len() >= 6 && seg.iter().all(|c| c.is_ascii_digit()) {
                     long_digits = true;
                 }
                 if seg.len() >= 40 {

@@ -14,6 +14,28 @@
 //! (OpenAI `system`/`developer` messages, Anthropic `system`). Assistant
 //! turns are not scanned. Text found in tool results is attributed to the
 //! `tool_output_injection` category whatever rule matched.
+//!
+//! Configuration (every field optional; unknown fields are rejected):
+//!
+//! ```json
+//! {
+//!   "limits": {"max_messages": 100, "max_chars_per_message": 20000, "max_total_chars": 100000},
+//!   "scan_system_prompt": false,
+//!   "injection": {
+//!     "enabled": true,
+//!     "threshold": 0.5,
+//!     "actions": {"instruction_override": "block", "role_injection": "block",
+//!                 "system_prompt_extraction": "block", "jailbreak_persona": "block",
+//!                 "tool_output_injection": "flag", "obfuscation": "flag", "classifier": "block"},
+//!     "extra_rules": [{"name": "acme", "pattern": "\\bacme override\\b",
+//!                      "category": "jailbreak_persona", "weight": 1.0}],
+//!     "allow_rules": ["^translate the following"]
+//!   },
+//!   "pii": {"email": "redact", "phone": "redact", "credit_card": "redact", "iban": "redact",
+//!           "us_ssn": "redact", "ip_address": "allow"},
+//!   "secrets": {"default": "redact", "private_key": "block"}
+//! }
+//! ```
 
 pub mod classifier;
 pub mod detect;
@@ -183,6 +205,7 @@ impl Default for InjectionConfig {
 }
 
 /// The compiled guard.
+#[derive(Debug)]
 pub struct Guard {
     limits: LimitsConfig,
     scan_system: bool,
@@ -332,6 +355,14 @@ impl Guard {
         &self.detectors
     }
 
+    /// Names of the built-in injection rules matching `text` (diagnostics).
+    pub fn matching_rules(&self, text: &str) -> Vec<&'static str> {
+        let norm = normalise::normalise(text);
+        let mut w = Vec::new();
+        classifier::words(&norm, &mut w);
+        self.rules.matching_rules(&norm, &w)
+    }
+
     /// True when the learned classifier is loaded.
     pub fn has_classifier(&self) -> bool {
         self.model.is_some()
@@ -356,6 +387,19 @@ impl Guard {
             let p = m.score(&s.norm, &s.words, &mut s.feats);
             if let Some(x) = sc.get_mut(Category::Classifier.index()) {
                 *x = p;
+            }
+        }
+        // Two independent weak signals (a weak rule and a middling
+        // classifier score) add up in the classifier category.
+        let p = sc.get(Category::Classifier.index()).copied().unwrap_or(0.0);
+        let rule_max = sc
+            .iter()
+            .take(Category::Classifier.index())
+            .copied()
+            .fold(0.0, f32::max);
+        if p >= COMBINE_MIN && rule_max >= COMBINE_MIN {
+            if let Some(x) = sc.get_mut(Category::Classifier.index()) {
+                *x = 1.0 - (1.0 - p) * (1.0 - rule_max);
             }
         }
         if st.invisible_in_words >= 3 {
@@ -539,6 +583,10 @@ impl Guard {
     }
 }
 
+/// Both the best rule and the classifier must reach this for their evidence
+/// to be combined.
+const COMBINE_MIN: f32 = 0.25;
+
 fn has_long_b64_run(text: &str) -> bool {
     let mut run = 0usize;
     for &c in text.as_bytes() {
@@ -664,23 +712,31 @@ fn visit_part(p: &mut Value, origin: Origin, f: &mut dyn FnMut(Origin, &mut Stri
             return;
         }
     };
-    let ty = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("text")
-        .to_string();
-    match ty.as_str() {
-        "text" | "input_text" => {
+    #[derive(PartialEq)]
+    enum Kind {
+        Text,
+        ToolResult,
+        Document,
+        Other,
+    }
+    let kind = match obj.get("type").and_then(Value::as_str) {
+        None | Some("text") | Some("input_text") => Kind::Text,
+        Some("tool_result") => Kind::ToolResult,
+        Some("document") => Kind::Document,
+        Some(_) => Kind::Other,
+    };
+    match kind {
+        Kind::Text => {
             if let Some(Value::String(s)) = obj.get_mut("text") {
                 f(origin, s);
             }
         }
-        "tool_result" => {
+        Kind::ToolResult => {
             if let Some(c) = obj.get_mut("content") {
                 visit_content(c, Origin::Tool, f, depth + 1);
             }
         }
-        "document" => {
+        Kind::Document => {
             if let Some(src) = obj.get_mut("source").and_then(Value::as_object_mut) {
                 let is_text = src.get("type").and_then(Value::as_str) == Some("text");
                 if is_text {
@@ -690,7 +746,7 @@ fn visit_part(p: &mut Value, origin: Origin, f: &mut dyn FnMut(Origin, &mut Stri
                 }
             }
         }
-        _ => {}
+        Kind::Other => {}
     }
 }
 

@@ -335,3 +335,18 @@ fn extra_and_allow_rules() {
     ));
     assert!(g.inspect_request(Api::OpenAi, &mut b).block.is_none());
 }
+
+#[test]
+fn repetition_alone_does_not_raise_the_classifier_score() {
+    let g = GuardConfig::default().compile().unwrap();
+    let once = g.score_text(
+        "please summarise the attached quarterly report",
+        Origin::User,
+    );
+    let many = g.score_text(
+        &"please summarise the attached quarterly report ".repeat(20),
+        Origin::User,
+    );
+    let top = |s: &TextScores| s.scores.iter().cloned().fold(0.0f32, f32::max);
+    assert!(top(&many) <= top(&once) + 0.05, "{once:?} vs {many:?}");
+}

@@ -17,8 +17,8 @@ usage:
   llmgate check-config [--check-env] FILE|DIR...
       Validate plugin configurations exactly as the filter does at plugin
       start. Prints `FILE: ok` or `FILE: field: message`; exit 1 if any fails.
-      A directory is searched recursively for *.json (eval suites, named
-      *.suite.json, are skipped). Credential environment variables are
+      A directory is searched recursively for *.json (eval suites, *.suite.json, and
+      dashboards, *.dashboard.json, are skipped). Credential environment variables are
       assumed set unless --check-env checks them against this environment.
   llmgate hash-key
       Read a virtual key on stdin (one trailing newline removed) and print
@@ -72,11 +72,12 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Eval suites live next to configurations; they are not configurations.
+/// Eval suites and dashboards live next to configurations; they are not
+/// configurations (`*.suite.json`, `*.dashboard.json`).
 fn is_suite(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.ends_with(".suite.json"))
+        .is_some_and(|n| n.ends_with(".suite.json") || n.ends_with(".dashboard.json"))
 }
 
 fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

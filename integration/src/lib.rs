@@ -582,8 +582,10 @@ impl Stack {
         assert!(r.status < 300, "mock control {path}: {}", r.status);
     }
 
-    /// Envoy's stats in Prometheus form.
+    /// Envoy's stats in Prometheus form. llmgate flushes counters on a
+    /// 10 ms tick, so this waits a few ticks first.
     pub fn prometheus(&self) -> String {
+        std::thread::sleep(Duration::from_millis(60));
         client::get(self.ports.admin, "/stats/prometheus")
             .map(|r| String::from_utf8_lossy(&r.body).into_owned())
             .unwrap_or_default()

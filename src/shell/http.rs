@@ -100,6 +100,11 @@ pub struct Http {
     response_findings: Findings,
     /// A content-encoded body forwarded unparsed (`encoded_body: pass`).
     passthrough: bool,
+    /// Request headers, read once; edits applied in one hostcall.
+    req_headers: Vec<(String, String)>,
+    req_headers_dirty: bool,
+    /// Response headers held while the body is buffered.
+    resp_headers: Vec<(String, String)>,
 }
 
 impl Http {
@@ -144,6 +149,9 @@ impl Http {
             redacted: Vec::new(),
             response_findings: Findings::default(),
             passthrough: false,
+            req_headers: Vec::new(),
+            req_headers_dirty: false,
+            resp_headers: Vec::new(),
         }
     }
 
@@ -432,7 +440,7 @@ impl Http {
         let mut model = req.model.clone();
 
         // Server-side prompt template.
-        if let Some(h) = self.get_http_request_header("x-llmgate-prompt") {
+        if let Some(h) = self.rh("x-llmgate-prompt") {
             let subject = self
                 .identity
                 .as_ref()
@@ -442,10 +450,7 @@ impl Http {
                 Ok(s) => s,
                 Err(e) => return self.reply_error(api, &e),
             };
-            let vars = match prompts::parse_vars(
-                self.get_http_request_header("x-llmgate-prompt-vars")
-                    .as_deref(),
-            ) {
+            let vars = match prompts::parse_vars(self.rh("x-llmgate-prompt-vars").as_deref()) {
                 Ok(v) => v,
                 Err(e) => return self.reply_error(api, &e),
             };
@@ -453,8 +458,8 @@ impl Http {
                 self.prompt = Some(sel);
                 return self.reply_error(api, &e);
             }
-            self.set_http_request_header("x-llmgate-prompt", None);
-            self.set_http_request_header("x-llmgate-prompt-vars", None);
+            self.set_rh("x-llmgate-prompt", None);
+            self.set_rh("x-llmgate-prompt-vars", None);
             self.prompt = Some(sel);
             modified = true;
         }
@@ -496,7 +501,7 @@ impl Http {
         // Cheap-model routing: first matching rule rewrites the model.
         if !cfg.model_rules.is_empty() {
             let facts = RequestFacts::of(api, &req.body, cfg.rules_need_text);
-            let header = |n: &str| self.get_http_request_header(n);
+            let header = |n: &str| self.rh(n);
             if let Some(rule) = routing::choose_model(&cfg.model_rules, &model, &facts, &header) {
                 model = rule.model.clone();
                 req.body
@@ -525,7 +530,7 @@ impl Http {
         if let Some(up) = cfg.upstreams.get(index) {
             self.upstream = up.name.clone();
             if index > 0 {
-                self.set_http_request_header(ROUTE_HEADER, Some(&up.name));
+                self.set_rh(ROUTE_HEADER, Some(&up.name));
             }
             if let Some(m) = up.map_model(&model) {
                 model = m.to_string();
@@ -540,8 +545,7 @@ impl Http {
         // Cache plan and key, on the body as it will be answered (before
         // llmgate's own include_usage edit). A probe always goes upstream;
         // an answer from a remapped model is not stored under this key.
-        let client_cache =
-            ClientCache::from_header(self.get_http_request_header("x-llmgate-cache").as_deref());
+        let client_cache = ClientCache::from_header(self.rh("x-llmgate-cache").as_deref());
         let mut plan = cfg.cache.plan(client_cache, &req.body);
         if mapped && plan != Plan::Disabled {
             plan = Plan::Bypass;
@@ -575,13 +579,14 @@ impl Http {
             modified |= self.include_usage == IncludeUsage::Added;
         }
         for (name, value) in pipeline::upstream_credentials(&cfg, api) {
-            self.set_http_request_header(name, value.as_deref());
+            self.set_rh(name, value.as_deref());
         }
         if modified {
             let bytes = serde_json::to_vec(&req.body).unwrap_or_default();
             self.set_http_request_body(0, body_size, &bytes);
-            self.set_http_request_header("content-length", Some(&bytes.len().to_string()));
+            self.set_rh("content-length", Some(&bytes.len().to_string()));
         }
+        self.flush_rh();
         if plan.lookup() {
             if let Some(key) = &self.cache_key {
                 let path = cache::lookup_path(key);
@@ -718,6 +723,83 @@ impl Http {
 }
 
 impl Http {
+    /// A request header from the local copy (names are lowercase in Envoy).
+    fn rh(&self, name: &str) -> Option<String> {
+        self.req_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Edits the local copy; [`Http::flush_rh`] applies every edit at once.
+    fn set_rh(&mut self, name: &str, value: Option<&str>) {
+        let before = self.req_headers.len();
+        self.req_headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        let removed = self.req_headers.len() != before;
+        if let Some(v) = value {
+            self.req_headers.push((name.to_string(), v.to_string()));
+        }
+        self.req_headers_dirty |= removed || value.is_some();
+    }
+
+    fn flush_rh(&mut self) {
+        if !self.req_headers_dirty {
+            return;
+        }
+        self.req_headers_dirty = false;
+        let pairs: Vec<(&str, &str)> = self
+            .req_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.set_http_request_headers(pairs);
+    }
+
+    /// Applies the response header edits in one call.
+    fn flush_response_headers(
+        &mut self,
+        mut headers: Vec<(String, String)>,
+        edits: &[(&str, Option<String>)],
+    ) {
+        for (name, value) in edits {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            if let Some(v) = value {
+                headers.push(((*name).to_string(), v.clone()));
+            }
+        }
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.set_http_response_headers(pairs);
+    }
+
+    /// llmgate's own response headers.
+    fn our_response_headers(&self) -> Vec<(&'static str, Option<String>)> {
+        let mut edits: Vec<(&'static str, Option<String>)> = vec![
+            ("x-llmgate-request-id", Some(self.request_id.clone())),
+            ("x-llmgate-upstream", Some(self.upstream.clone())),
+            ("x-llmgate-cache", Some(self.cache_status.to_string())),
+        ];
+        if let Some(m) = &self.sent_model {
+            edits.push(("x-llmgate-model", Some(m.clone())));
+        }
+        if let Some(p) = &self.prompt {
+            edits.push((
+                "x-llmgate-prompt-version",
+                Some(format!("{}@{}", p.id, p.version)),
+            ));
+        }
+        if !self.flagged.is_empty() {
+            edits.push(("x-llmgate-flagged", Some(self.flagged.join(","))));
+        }
+        for (k, v) in &self.extra_headers {
+            edits.push((k, Some(v.clone())));
+        }
+        edits
+    }
+
     /// Tokens and dollars to reserve: estimated input plus the requested
     /// maximum output (or `budgets.default_max_tokens`).
     fn estimate(&self, api: Api, body: &serde_json::Map<String, Value>, model: &str) -> Estimate {
@@ -887,25 +969,31 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        // Only llmgate chooses the route: a client may not.
-        self.set_http_request_header(ROUTE_HEADER, None);
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
+        // One hostcall for every header; edits are applied in one call too.
+        self.req_headers = self.get_http_request_headers();
+        let method = self.rh(":method").unwrap_or_default();
+        let path = self.rh(":path").unwrap_or_default();
         let Some(api) = api::route(&method, &path) else {
+            // Only llmgate chooses the route: a client may not.
+            if self.rh(ROUTE_HEADER).is_some() {
+                self.set_http_request_header(ROUTE_HEADER, None);
+            }
             return Action::Continue;
         };
+        self.set_rh(ROUTE_HEADER, None);
         self.api = Some(api);
         self.start_ms = now_ms();
         self.request_id = self
-            .get_http_request_header("x-request-id")
+            .rh("x-request-id")
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .unwrap_or_else(|| format!("llmgate-{}", self.context_id));
-        let authorization = self.get_http_request_header("authorization");
-        let x_api_key = self.get_http_request_header("x-api-key");
-        let user = self.get_http_request_header("x-llmgate-user");
+        let authorization = self.rh("authorization");
+        let x_api_key = self.rh("x-api-key");
+        let user = self.rh("x-llmgate-user");
         let identity = if self.config.auth_mode == AuthMode::TrustedHeader {
-            let h = self.get_http_request_header(&self.config.identity_header);
-            self.set_http_request_header(&self.config.identity_header, None);
+            let name = self.config.identity_header.clone();
+            let h = self.rh(&name);
+            self.set_rh(&name, None);
             h
         } else {
             None
@@ -927,14 +1015,14 @@ impl HttpContext for Http {
             );
         }
         if let Some(len) = self
-            .get_http_request_header("content-length")
+            .rh("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok())
         {
             if len > self.config.max_body_bytes {
                 return self.reply_error(api, &too_large(self.config.max_body_bytes));
             }
         }
-        if let Some(enc) = self.get_http_request_header("content-encoding") {
+        if let Some(enc) = self.rh("content-encoding") {
             if !enc.trim().eq_ignore_ascii_case("identity") && !enc.trim().is_empty() {
                 if self.config.encoded_body == EncodedBody::Reject {
                     return self.reply_error(
@@ -949,8 +1037,9 @@ impl HttpContext for Http {
                 self.passthrough = true;
                 self.reason = Some("encoded_body_passthrough".to_string());
                 for (name, value) in pipeline::upstream_credentials(&self.config, api) {
-                    self.set_http_request_header(name, value.as_deref());
+                    self.set_rh(name, value.as_deref());
                 }
+                self.flush_rh();
                 return Action::Continue;
             }
         }
@@ -983,44 +1072,32 @@ impl HttpContext for Http {
         let Some(api) = self.api else {
             return Action::Continue;
         };
-        self.set_http_response_header("x-llmgate-request-id", Some(&self.request_id));
         if self.replied {
+            // Local replies carry llmgate's headers already.
             return Action::Continue;
         }
-        self.status = self
-            .get_http_response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        self.set_http_response_header("x-llmgate-upstream", Some(&self.upstream));
-        if let Some(m) = self.sent_model.clone() {
-            self.set_http_response_header("x-llmgate-model", Some(&m));
-        }
-        if let Some(p) = &self.prompt {
-            let v = format!("{}@{}", p.id, p.version);
-            self.set_http_response_header("x-llmgate-prompt-version", Some(&v));
-        }
-        if !self.flagged.is_empty() {
-            let v = self.flagged.join(",");
-            self.set_http_response_header("x-llmgate-flagged", Some(&v));
-        }
-        self.set_http_response_header("x-llmgate-cache", Some(self.cache_status));
-        for (k, v) in self.extra_headers.clone() {
-            self.set_http_response_header(k, Some(&v));
-        }
+        let headers = self.get_http_response_headers();
+        let find = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        self.status = find(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        self.content_type = find("content-type").unwrap_or_default();
+        let mut edits = self.our_response_headers();
         if end_of_stream {
+            self.flush_response_headers(headers, &edits);
             self.completed = true;
             self.finish();
             return Action::Continue;
         }
-        let content_type = self
-            .get_http_response_header("content-type")
-            .unwrap_or_default();
-        self.content_type = content_type.clone();
-        if content_type.starts_with("text/event-stream") {
+        if self.content_type.starts_with("text/event-stream") {
             if self.cache_plan.store() && self.status == 200 {
                 self.recorder = Some(self.config.cache.stream_recorder());
             }
-            self.set_http_response_header("content-length", None);
+            edits.push(("content-length", None));
+            self.flush_response_headers(headers, &edits);
             self.body = Body::Stream {
                 parser: Box::new(SseParser::new()),
                 tracker: Box::new(StreamTracker::new(
@@ -1032,8 +1109,10 @@ impl HttpContext for Http {
             };
             Action::Continue
         } else {
+            // Hold the headers: token and cost headers come from the body;
+            // all edits are applied in one call at the end of the body.
+            self.resp_headers = headers;
             self.body = Body::Buffer;
-            // Hold the headers: token and cost headers come from the body.
             Action::Pause
         }
     }
@@ -1064,6 +1143,7 @@ impl HttpContext for Http {
                     self.usage = info.usage;
                     self.served_model = info.model;
                 }
+                let mut edits = self.our_response_headers();
                 if self.config.response_filter.enabled && self.status == 200 {
                     let (new, findings) =
                         respfilter::filter_json(&self.config.response_filter, api, &body);
@@ -1078,40 +1158,31 @@ impl HttpContext for Http {
                         self.status = 502;
                         self.reason = Some("response_blocked".to_string());
                         self.cache_plan = Plan::Bypass;
-                        self.set_http_response_header(":status", Some("502"));
-                        self.set_http_response_header("content-type", Some("application/json"));
+                        self.usage = None;
+                        edits.push((":status", Some("502".to_string())));
+                        edits.push(("content-type", Some("application/json".to_string())));
+                        edits.push(("content-length", Some(body.len().to_string())));
                         self.set_http_response_body(0, body_size, &body);
-                        self.set_http_response_header(
-                            "content-length",
-                            Some(&body.len().to_string()),
-                        );
                     } else if let Some(new) = new {
                         body = new;
+                        edits.push(("content-length", Some(body.len().to_string())));
                         self.set_http_response_body(0, body_size, &body);
-                        self.set_http_response_header(
-                            "content-length",
-                            Some(&body.len().to_string()),
-                        );
                     }
                 }
                 if let Some(u) = self.usage {
-                    self.set_http_response_header(
-                        "x-llmgate-tokens-in",
-                        Some(&u.input_tokens.to_string()),
-                    );
-                    self.set_http_response_header(
-                        "x-llmgate-tokens-out",
-                        Some(&u.output_tokens.to_string()),
-                    );
+                    edits.push(("x-llmgate-tokens-in", Some(u.input_tokens.to_string())));
+                    edits.push(("x-llmgate-tokens-out", Some(u.output_tokens.to_string())));
                     let model = self
                         .served_model
                         .clone()
                         .or_else(|| self.model.clone())
                         .unwrap_or_default();
                     if let Some(c) = self.config.prices.cost_micro_usd(&model, &u) {
-                        self.set_http_response_header("x-llmgate-cost-usd", Some(&format_usd(c)));
+                        edits.push(("x-llmgate-cost-usd", Some(format_usd(c))));
                     }
                 }
+                let headers = std::mem::take(&mut self.resp_headers);
+                self.flush_response_headers(headers, &edits);
                 self.completed = true;
                 if self.cache_plan.store()
                     && self.config.cache.should_store(

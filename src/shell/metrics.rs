@@ -5,9 +5,13 @@ use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// Counter increments are summed in the VM and flushed to Envoy by the root
+/// context's tick (every [`super::root::TICK`]): one hostcall per counter
+/// and tick instead of one per increment on the request path.
 #[derive(Default)]
 pub struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
+    pending: RefCell<HashMap<u32, u64>>,
 }
 
 impl Metrics {
@@ -21,7 +25,20 @@ impl Metrics {
     }
 
     pub fn incr(&self, name: &str, by: u64) {
+        if by == 0 {
+            return;
+        }
         if let Some(id) = self.id(MetricType::Counter, name) {
+            let mut p = self.pending.borrow_mut();
+            let slot = p.entry(id).or_insert(0);
+            *slot = slot.saturating_add(by);
+        }
+    }
+
+    /// Sends the summed counter increments to Envoy.
+    pub fn flush(&self) {
+        let pending: Vec<(u32, u64)> = self.pending.borrow_mut().drain().collect();
+        for (id, by) in pending {
             let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }

@@ -25,8 +25,9 @@ pub struct PendingStore {
 /// Stores queued by request contexts of this worker's VM.
 pub type Stores = Rc<RefCell<Vec<PendingStore>>>;
 
-/// How often the root context sends queued cache stores.
-const STORE_TICK: Duration = Duration::from_millis(10);
+/// How often the root context sends queued cache stores and flushes the
+/// summed counters.
+pub const TICK: Duration = Duration::from_millis(10);
 
 #[derive(Default)]
 pub struct Root {
@@ -91,9 +92,7 @@ impl RootContext for Root {
                         log::warn!("llmgate: breaker store init: {e:?}");
                     }
                 }
-                if config.cache.enabled {
-                    self.set_tick_period(STORE_TICK);
-                }
+                self.set_tick_period(TICK);
                 log::info!("llmgate: configuration loaded");
                 self.config = Some(Rc::new(config));
                 true
@@ -117,6 +116,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        self.metrics.flush();
         let Some(config) = self.config.clone() else {
             return;
         };

@@ -1161,7 +1161,7 @@ pub struct RuleSet {
 }
 
 /// At most this many regex runs per built-in rule and text.
-const MAX_ATTEMPTS: u32 = 512;
+const MAX_ATTEMPTS: u32 = 24;
 
 impl RuleSet {
     /// Compiles the built-in rules plus user rules. Errors name the failing
@@ -1334,6 +1334,23 @@ impl RuleSet {
                     },
                     None => continue,
                 };
+                // Cheap precheck: the rule's needed words must occur inside
+                // the window itself, else the regex cannot match there.
+                if self.no_need & (1u64 << k) == 0 {
+                    let lo = (win.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+                    let hi = lo.saturating_add(win.len());
+                    let first = words.partition_point(|x| (x.start as usize) < lo);
+                    let mut need_here = 0u64;
+                    for x in words.iter().skip(first) {
+                        if x.end as usize > hi {
+                            break;
+                        }
+                        need_here |= self.lookup(x.hash).1;
+                    }
+                    if need_here & (1u64 << k) == 0 {
+                        continue;
+                    }
+                }
                 *att += 1;
                 if rule.re.is_match(win) {
                     matched |= 1u64 << k;

@@ -376,6 +376,7 @@ impl Guard {
     }
 
     fn score_with(&self, text: &str, origin: Origin, s: &mut Scratch) -> TextScores {
+        const MIN_CLASSIFIER_WORDS: usize = 3;
         let mut sc: Scores = [0.0; CATEGORY_COUNT];
         if text.is_empty() {
             return TextScores { scores: sc };
@@ -383,7 +384,14 @@ impl Guard {
         let st = normalise::normalise_into(text, &mut s.norm);
         classifier::words(&s.norm, &mut s.words);
         self.rules.scan(&s.norm, &s.words, &mut sc);
-        if let Some(m) = &self.model {
+        // The classifier has no reliable signal in one or two words (a
+        // greeting scores like the password-game attacks that start with
+        // one): those texts are left to the rules.
+        if let Some(m) = self
+            .model
+            .as_ref()
+            .filter(|_| s.words.len() >= MIN_CLASSIFIER_WORDS)
+        {
             let p = m.score(&s.norm, &s.words, &mut s.feats);
             if let Some(x) = sc.get_mut(Category::Classifier.index()) {
                 *x = p;

@@ -350,3 +350,21 @@ fn repetition_alone_does_not_raise_the_classifier_score() {
     let top = |s: &TextScores| s.scores.iter().cloned().fold(0.0f32, f32::max);
     assert!(top(&many) <= top(&once) + 0.05, "{once:?} vs {many:?}");
 }
+
+#[test]
+fn short_greetings_are_not_injections() {
+    let g = GuardConfig::default().compile().unwrap();
+    for t in [
+        "Hello there",
+        "Hello   there",
+        "Hi",
+        "hello",
+        "tell me",
+        "SYSTEM?",
+        "x y",
+    ] {
+        let s = g.score_text(t, Origin::User);
+        let top = s.scores.iter().cloned().fold(0.0f32, f32::max);
+        assert!(top < 0.5, "{t:?}: {top}");
+    }
+}

@@ -1,3 +1,9 @@
+#![allow(
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 //! Times the core's per-request steps natively on the benchmark bodies:
 //! `cargo run --release --example hotpath -- target/bench/body-1024.json`.
 //! A profiling aid for `make bench` findings (wasm in V8 is slower, the

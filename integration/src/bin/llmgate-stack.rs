@@ -43,6 +43,11 @@ fn main() {
     // The demo loads the plugin through ECDS from .run/ecds/llmgate.json:
     // `make reload` swaps that file and the running Envoy picks it up.
     opts.ecds = true;
+    // Bare Envoy (no wasm filter), for measurements side by side.
+    if std::env::var("LLMGATE_BARE").is_ok_and(|v| v == "1") {
+        opts.plugin_config = None;
+        opts.ecds = false;
+    }
     if mode == "reload" {
         match llmgate_integration::write_ecds(&run_dir, &opts, &config) {
             Ok(()) => {

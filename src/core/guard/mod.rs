@@ -57,6 +57,8 @@ use injection::{RuleSet, Scores, UserRule, CATEGORY_COUNT};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {
+    /// `true` switches the whole request guard off (no scan at all).
+    pub disabled: bool,
     /// Shape limits (0 = unlimited).
     pub limits: LimitsConfig,
     /// Also scan the system prompt (OpenAI `system`/`developer` messages,
@@ -207,6 +209,8 @@ impl Default for InjectionConfig {
 /// The compiled guard.
 #[derive(Debug)]
 pub struct Guard {
+    /// The guard is on (not `disabled`).
+    pub enabled: bool,
     limits: LimitsConfig,
     scan_system: bool,
     injection_enabled: bool,
@@ -303,6 +307,7 @@ impl GuardConfig {
             }
         }
         Ok(Guard {
+            enabled: !self.disabled,
             limits: self.limits.clone(),
             scan_system: self.scan_system_prompt,
             injection_enabled: inj.enabled,

@@ -59,7 +59,7 @@ down:
 ## ---- tests ------------------------------------------------------------------
 test: build
 	target/release/llmgate check-config examples
-	$(CARGO) test --workspace --all-targets 2>&1 | tee target/test-output.txt; exit $${PIPESTATUS[0]}
+	$(CARGO) test --workspace --all-targets --no-fail-fast 2>&1 | tee target/test-output.txt; exit $${PIPESTATUS[0]}
 
 unit:
 	$(CARGO) test -p llmgate

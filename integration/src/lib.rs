@@ -82,8 +82,28 @@ pub fn wasm_path() -> PathBuf {
     repo_root().join("target/wasm32-wasip1/release/llmgate.wasm")
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port. Ports come from 20000-31999, below the kernel's
+/// ephemeral range (so outgoing connections never take them), from a
+/// per-process counter (so parallel tests in one process never get the same
+/// one), and are checked by binding.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20000 + (std::process::id() % 48) as u16 * 250,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..2000 {
+        let mut p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if !(20000..32000).contains(&p) {
+            p = 20000 + p % 12000;
+        }
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -377,7 +397,20 @@ impl Stack {
     /// Starts a full stack, or returns why it could not (with Envoy's log when
     /// Envoy is the one that failed).
     pub fn try_start(opts: Options) -> Result<Stack, String> {
-        Self::start_inner(opts, false)
+        // A port taken between our check and the bind: retry on fresh ports.
+        let mut opts = opts;
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_inner(opts.clone(), false) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.contains("Address already in use") => {
+                    last = e;
+                    opts.ports = Ports::free();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
     }
 
     /// Starts the stack with processes in their own process groups, meant to

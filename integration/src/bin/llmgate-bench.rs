@@ -426,6 +426,24 @@ fn specs() -> Vec<StackSpec> {
             }],
         },
         StackSpec {
+            id: "budgets",
+            plugin: Some("budgets.json"),
+            runtime: V8,
+            scenarios: vec![Scenario {
+                unique: false,
+                ..scenario("budgets", "llmgate, auth + budgets (guard off)")
+            }],
+        },
+        StackSpec {
+            id: "guard",
+            plugin: Some("guard.json"),
+            runtime: V8,
+            scenarios: vec![Scenario {
+                unique: false,
+                ..scenario("guard", "llmgate, auth + request guard")
+            }],
+        },
+        StackSpec {
             id: "full-miss",
             plugin: Some("full.json"),
             runtime: V8,

@@ -279,6 +279,18 @@ impl StreamTracker {
             self.completed = true;
             return Verdict::Forward;
         }
+        // Fast path: once the model and the first token are known, an
+        // ordinary content chunk carries nothing we need. Only chunks that
+        // may hold usage, a finish reason or an error are parsed.
+        let maybe = |field: &str, null: &str| data.contains(field) && !data.contains(null);
+        if self.first_token
+            && self.model.is_some()
+            && !maybe("\"usage\"", "\"usage\":null")
+            && !maybe("\"finish_reason\"", "\"finish_reason\":null")
+            && !data.contains("\"error\"")
+        {
+            return Verdict::Forward;
+        }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return Verdict::Forward;
         };

@@ -39,6 +39,10 @@ fn main() {
     }
     let run_dir = root.join(".run");
     let _ = std::fs::create_dir_all(&run_dir);
+    if mode != "reload" {
+        // A fresh audit log per stack start.
+        let _ = std::fs::remove_file(run_dir.join("audit.log"));
+    }
     let mut opts = Options::new(&config);
     // The demo loads the plugin through ECDS from .run/ecds/llmgate.json:
     // `make reload` swaps that file and the running Envoy picks it up.

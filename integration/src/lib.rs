@@ -788,3 +788,24 @@ impl Stack {
         }
     }
 }
+
+/// The text a client reads from an SSE body: OpenAI `choices[0].delta.content`
+/// and Anthropic `delta.text`, concatenated.
+pub fn sse_text(body: &str) -> String {
+    let mut out = String::new();
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+            continue;
+        };
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            out.push_str(c);
+        }
+        if let Some(c) = v["delta"]["text"].as_str() {
+            out.push_str(c);
+        }
+    }
+    out
+}

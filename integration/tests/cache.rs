@@ -84,25 +84,6 @@ fn second_identical_request_is_a_hit_in_both_apis() {
         .any(|l| l["cache"] == "hit" && l["decision"] == "allowed"));
 }
 
-fn sse_content(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
-            continue;
-        };
-        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
-            out.push_str(c);
-        }
-        if let Some(c) = v["delta"]["text"].as_str() {
-            out.push_str(c);
-        }
-    }
-    out
-}
-
 #[test]
 fn a_streaming_hit_replays_a_valid_stream() {
     let s = stack();
@@ -118,7 +99,10 @@ fn a_streaming_hit_replays_a_valid_stream() {
         .unwrap()
         .starts_with("text/event-stream"));
     assert_eq!(r2.body, r1.body);
-    assert_eq!(sse_content(&r2.text()), "echo: stream me please");
+    assert_eq!(
+        llmgate_integration::sse_text(&r2.text()),
+        "echo: stream me please"
+    );
     assert!(r2.text().trim_end().ends_with("data: [DONE]"));
     assert_eq!(s.mock_requests(Mock::Primary), 1);
 
@@ -130,7 +114,10 @@ fn a_streaming_hit_replays_a_valid_stream() {
     s.wait_redis_keys(&format!("{PREFIX}*"), 2);
     let a2 = s.send(&areq);
     assert_eq!(a2.header("x-llmgate-cache"), Some("hit"));
-    assert_eq!(sse_content(&a2.text()), "echo: anthropic stream");
+    assert_eq!(
+        llmgate_integration::sse_text(&a2.text()),
+        "echo: anthropic stream"
+    );
     assert!(a2.text().contains("event: message_stop"));
     // A non-streaming request does not get the streamed entry.
     let r3 = s.send(&Request::anthropic(json!({"model": "claude-haiku-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "anthropic stream"}]})));

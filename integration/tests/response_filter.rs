@@ -26,25 +26,6 @@ fn queue(s: &Stack, n: usize) {
     );
 }
 
-fn text_of_sse(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
-            continue;
-        };
-        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
-            out.push_str(c);
-        }
-        if let Some(c) = v["delta"]["text"].as_str() {
-            out.push_str(c);
-        }
-    }
-    out
-}
-
 #[test]
 fn completions_are_redacted_identically_streamed_or_not() {
     let s = stack(json!({}));
@@ -97,7 +78,7 @@ fn completions_are_redacted_identically_streamed_or_not() {
         for (h, v) in [("x-mock-chunk-chars", "1"), ("x-mock-write-bytes", "3")] {
             let r = s.send(&stream_req.clone().header(h, v));
             assert_eq!(r.status, 200);
-            let streamed = text_of_sse(&r.text());
+            let streamed = llmgate_integration::sse_text(&r.text());
             assert_eq!(streamed, plain, "{api} with {h}: {v}");
             assert!(!r.text().contains("jane.doe"));
         }

@@ -38,3 +38,31 @@ impl Clock for HostClock {
             .unwrap_or(0)
     }
 }
+
+/// The status (`None` on timeout or reset: no headers) and body of the HTTP
+/// callout whose response is being delivered.
+pub fn call_response(num_headers: usize, body_size: usize) -> (Option<u32>, Option<Vec<u8>>) {
+    let status = if num_headers == 0 {
+        None
+    } else {
+        hostcalls::get_map_value(
+            proxy_wasm::types::MapType::HttpCallResponseHeaders,
+            ":status",
+        )
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<u32>().ok())
+    };
+    let body = if body_size > 0 {
+        hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::HttpCallResponseBody,
+            0,
+            body_size,
+        )
+        .ok()
+        .flatten()
+    } else {
+        None
+    };
+    (status, body)
+}

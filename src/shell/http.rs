@@ -940,17 +940,7 @@ impl Context for Http {
             self.resume_http_request();
             return;
         };
-        let status = if num_headers == 0 {
-            None
-        } else {
-            self.get_http_call_response_header(":status")
-                .and_then(|s| s.parse::<u32>().ok())
-        };
-        let body = if body_size > 0 {
-            self.get_http_call_response_body(0, body_size)
-        } else {
-            None
-        };
+        let (status, body) = super::host::call_response(num_headers, body_size);
         match cache::interpret_lookup_for(status, body.as_deref(), api, self.stream) {
             Lookup::Hit(entry) => {
                 self.reply_hit(&entry);

@@ -47,17 +47,7 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let status = if num_headers == 0 {
-            None
-        } else {
-            self.get_http_call_response_header(":status")
-                .and_then(|s| s.parse::<u32>().ok())
-        };
-        let body = if body_size > 0 {
-            self.get_http_call_response_body(0, body_size)
-        } else {
-            None
-        };
+        let (status, body) = super::host::call_response(num_headers, body_size);
         match cache::interpret_store(status, body.as_deref()) {
             Ok(()) => self.metrics.incr("llmgate.cache_total.outcome.store", 1),
             Err(reason) => {

@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 const PREFIX: &str = "llmgate:cache:";
 
 fn cache_config() -> serde_json::Value {
+    cache_config_l1(4 * 1024 * 1024)
+}
+
+fn cache_config_l1(l1_bytes: u64) -> serde_json::Value {
     json!({
-        "cache": {"enabled": true, "ttl_s": 600, "timeout_ms": 50},
+        "cache": {"enabled": true, "ttl_s": 600, "timeout_ms": 50, "l1_bytes": l1_bytes},
         "keys": [
             {"id": "demo", "sha256": sha256_hex(b"sk-llmgate-demo"), "tenant": "demo"},
             {"id": "other", "sha256": sha256_hex(b"sk-other-tenant"), "tenant": "acme"}
@@ -204,9 +208,14 @@ fn redis_holds_hashed_keys_with_ttl_and_no_prompt_text() {
     assert!(ttl > 500 && ttl <= 600, "ttl {ttl}");
 }
 
+/// Without the in-VM L1, so every lookup goes to webdis.
+fn stack_without_l1() -> Stack {
+    Stack::start(Options::new(&config(cache_config_l1(0))))
+}
+
 #[test]
 fn garbage_in_redis_is_a_miss_not_an_error() {
-    let s = stack();
+    let s = stack_without_l1();
     s.send(&openai("garbage test"));
     let keys = s.wait_redis_keys(&format!("{PREFIX}*"), 1);
     s.redis(&["SET", &keys[0], "\u{0}\u{1}not an entry {\"v\":99}"]);
@@ -229,7 +238,7 @@ fn garbage_in_redis_is_a_miss_not_an_error() {
 
 #[test]
 fn webdis_down_fails_open() {
-    let mut s = stack();
+    let mut s = stack_without_l1();
     s.kill("webdis");
     for i in 0..3 {
         let r = s.send(&openai(&format!("webdis is down {i}")));
@@ -263,7 +272,7 @@ fn a_hanging_webdis_costs_at_most_the_timeout() {
             held.push(c);
         }
     });
-    let mut opts = Options::new(&config(cache_config()));
+    let mut opts = Options::new(&config(cache_config_l1(0)));
     opts.webdis_cluster_port = Some(port);
     let s = Stack::start(opts);
     // Warm up, then time a few requests: each waits at most ~50 ms for the cache.
@@ -284,4 +293,29 @@ fn a_hanging_webdis_costs_at_most_the_timeout() {
         .unwrap_or(0.0)
             >= 3.0
     );
+}
+
+#[test]
+fn the_in_vm_l1_answers_repeats_without_webdis() {
+    let mut opts = Options::new(&config(cache_config()));
+    opts.concurrency = 1;
+    let mut s = Stack::start(opts);
+    let r1 = s.send(&openai("remember me"));
+    assert_eq!(r1.header("x-llmgate-cache"), Some("miss"));
+    s.wait_redis_keys(&format!("{PREFIX}*"), 1);
+    s.kill("webdis");
+    let r2 = s.send(&openai("remember me"));
+    assert_eq!(
+        r2.header("x-llmgate-cache"),
+        Some("hit"),
+        "served from the worker's L1"
+    );
+    assert_eq!(r2.body, r1.body);
+    assert_eq!(s.mock_requests(Mock::Primary), 1);
+    // Another tenant's identical question is not answered from it.
+    let other = openai("remember me")
+        .without("authorization")
+        .bearer("sk-other-tenant");
+    assert_eq!(s.send(&other).header("x-llmgate-cache"), Some("miss"));
+    assert!(s.metric("llmgate_cache_l1_hits_total", &[]).unwrap_or(0.0) >= 1.0);
 }

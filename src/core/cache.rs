@@ -49,6 +49,88 @@ use super::config::ConfigError;
 use super::usage::Usage;
 use super::util::hex;
 
+/// A small in-VM cache of recent entries in front of Redis: bounded by bytes,
+/// entries expire with the configured TTL, oldest evicted first. One per
+/// wasm VM (per Envoy worker), so it needs no locking; keys are the same
+/// hashed, tenant-scoped keys as in Redis.
+#[derive(Debug, Default)]
+pub struct L1 {
+    max_bytes: usize,
+    bytes: usize,
+    map: std::collections::HashMap<String, (std::rc::Rc<Entry>, u64)>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl L1 {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            ..Self::default()
+        }
+    }
+
+    fn cost(key: &str, e: &Entry) -> usize {
+        key.len()
+            .saturating_add(e.body.len())
+            .saturating_add(e.content_type.len())
+            .saturating_add(128)
+    }
+
+    /// The entry for `key` if present and not expired at `now_ms`.
+    pub fn get(&mut self, key: &str, now_ms: u64) -> Option<std::rc::Rc<Entry>> {
+        match self.map.get(key) {
+            Some((e, expires)) if *expires > now_ms => Some(e.clone()),
+            Some(_) => {
+                self.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((e, _)) = self.map.remove(key) {
+            self.bytes = self.bytes.saturating_sub(Self::cost(key, &e));
+        }
+        self.order.retain(|k| k != key);
+    }
+
+    /// Keeps `entry` until `expires_ms`, evicting the oldest entries to stay
+    /// within the byte budget. Entries larger than a quarter of it are not kept.
+    pub fn put(&mut self, key: &str, entry: std::rc::Rc<Entry>, expires_ms: u64) {
+        let cost = Self::cost(key, &entry);
+        if self.max_bytes == 0 || cost > self.max_bytes / 4 {
+            return;
+        }
+        if self.map.contains_key(key) {
+            self.remove(key);
+        }
+        while self.bytes.saturating_add(cost) > self.max_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((e, _)) = self.map.remove(&old) {
+                self.bytes = self.bytes.saturating_sub(Self::cost(&old, &e));
+            }
+        }
+        self.bytes = self.bytes.saturating_add(cost);
+        self.order.push_back(key.to_string());
+        self.map.insert(key.to_string(), (entry, expires_ms));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Configuration
 
@@ -110,6 +192,10 @@ pub struct CacheConfig {
     /// One cache for every tenant (default `false`: the tenant is part of
     /// the key, so tenants never see each other's answers).
     pub shared: bool,
+    /// Bytes of recent entries kept in each wasm VM (per Envoy worker) in
+    /// front of Redis, so a repeated question on the same worker is answered
+    /// without a callout. Default 4 MiB; 0 disables it.
+    pub l1_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -123,9 +209,15 @@ impl Default for CacheConfig {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             only_deterministic: true,
             shared: false,
+            l1_bytes: DEFAULT_L1_BYTES,
         }
     }
 }
+
+/// Default size of the in-VM L1 cache.
+pub const DEFAULT_L1_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest allowed `l1_bytes`.
+pub const MAX_L1_BYTES: u64 = 256 * 1024 * 1024;
 
 impl CacheConfig {
     /// Validates the section. Error fields are full paths (`cache.ttl_s`).
@@ -171,7 +263,14 @@ impl CacheConfig {
                 format!("must be between 1 and {MAX_TIMEOUT_MS}"),
             ));
         }
+        if self.l1_bytes > MAX_L1_BYTES {
+            return Err(ConfigError::new(
+                "cache.l1_bytes",
+                format!("must be at most {MAX_L1_BYTES}"),
+            ));
+        }
         Ok(CompiledCache {
+            l1_bytes: usize::try_from(self.l1_bytes).unwrap_or(usize::MAX),
             enabled: self.enabled,
             cluster: self.cluster.clone(),
             prefix: self.prefix.clone(),
@@ -195,6 +294,7 @@ pub struct CompiledCache {
     pub timeout_ms: u64,
     pub only_deterministic: bool,
     pub shared: bool,
+    pub l1_bytes: usize,
 }
 
 impl Default for CompiledCache {
@@ -208,6 +308,7 @@ impl Default for CompiledCache {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             only_deterministic: true,
             shared: false,
+            l1_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -1066,6 +1167,46 @@ fn webdis_json_reply(body: &[u8]) -> Option<JsonReply> {
 }
 
 // ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod l1_tests {
+    use super::*;
+    use std::rc::Rc;
+
+    fn entry(n: usize) -> Rc<Entry> {
+        Rc::new(Entry {
+            api: Api::OpenAi,
+            stream: false,
+            content_type: "application/json".into(),
+            created_ms: 0,
+            model: None,
+            usage: None,
+            body: vec![b'x'; n],
+        })
+    }
+
+    #[test]
+    fn expiry_eviction_and_bounds() {
+        let mut l1 = L1::new(10_000);
+        l1.put("a", entry(1000), 100);
+        assert!(l1.get("a", 50).is_some());
+        assert!(l1.get("a", 100).is_none(), "expired");
+        assert!(l1.is_empty());
+        for i in 0..20 {
+            l1.put(&format!("k{i}"), entry(1000), 1_000);
+        }
+        assert!(l1.bytes() <= 10_000);
+        assert!(l1.get("k0", 1).is_none(), "oldest evicted");
+        assert!(l1.get("k19", 1).is_some());
+        l1.put("big", entry(5_000), 1_000);
+        assert!(l1.get("big", 1).is_none(), "too large for the budget");
+        let mut off = L1::new(0);
+        off.put("a", entry(1), 10);
+        assert!(off.get("a", 1).is_none());
+        l1.put("k19", entry(10), 1_000);
+        assert_eq!(l1.get("k19", 1).map(|e| e.body.len()), Some(10), "replaced");
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use crate::core::breaker::{Admission, BreakerState, Outcome};
 use crate::core::budget::{
     Actual, CompiledLimits, DenialReason, Estimate, RateLimitInfo, Reservation, ScopeId,
 };
+use crate::core::cache::L1;
 use crate::core::cache::{
     self, ClientCache, Entry, Lookup, Plan, StreamRecorder, HEADER_BYPASS, HEADER_HIT, HEADER_MISS,
 };
@@ -26,6 +27,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -105,10 +107,18 @@ pub struct Http {
     req_headers_dirty: bool,
     /// Response headers held while the body is buffered.
     resp_headers: Vec<(String, String)>,
+    /// This VM's in-memory cache in front of Redis.
+    l1: Rc<RefCell<L1>>,
 }
 
 impl Http {
-    pub fn new(context_id: u32, config: Rc<Config>, metrics: Rc<Metrics>, stores: Stores) -> Self {
+    pub fn new(
+        context_id: u32,
+        config: Rc<Config>,
+        metrics: Rc<Metrics>,
+        stores: Stores,
+        l1: Rc<RefCell<L1>>,
+    ) -> Self {
         Self {
             context_id,
             config,
@@ -152,6 +162,7 @@ impl Http {
             req_headers: Vec::new(),
             req_headers_dirty: false,
             resp_headers: Vec::new(),
+            l1,
         }
     }
 
@@ -591,6 +602,15 @@ impl Http {
         }
         self.flush_rh();
         if plan.lookup() {
+            let l1_hit = self
+                .cache_key
+                .as_ref()
+                .and_then(|k| self.l1.borrow_mut().get(k, now_ms()));
+            if let Some(entry) = l1_hit.filter(|e| e.answers(api, self.stream)) {
+                self.metrics.incr("llmgate.cache_l1_hits_total", 1);
+                self.reply_hit(&entry);
+                return Action::Pause;
+            }
             if let Some(key) = &self.cache_key {
                 let path = cache::lookup_path(key);
                 let headers = vec![
@@ -713,15 +733,27 @@ impl Http {
 
     /// Queues the store of a complete response; the root context sends it, so
     /// it never delays the client and outlives this stream.
-    fn store(&self, entry: &Entry) {
+    fn store(&self, entry: Entry) {
         let Some(key) = &self.cache_key else {
             return;
         };
         let path = self.config.cache.store_path(key);
         self.stores.borrow_mut().push(PendingStore {
             path,
-            body: cache::encode(entry),
+            body: cache::encode(&entry),
         });
+        self.remember(entry);
+    }
+
+    /// Keeps an entry in this VM's L1 until it expires in Redis too.
+    fn remember(&self, entry: Entry) {
+        let Some(key) = &self.cache_key else {
+            return;
+        };
+        let expires = entry
+            .created_ms
+            .saturating_add(self.config.cache.ttl_s.saturating_mul(1000));
+        self.l1.borrow_mut().put(key, Rc::new(entry), expires);
     }
 }
 
@@ -944,6 +976,7 @@ impl Context for Http {
         match cache::interpret_lookup_for(status, body.as_deref(), api, self.stream) {
             Lookup::Hit(entry) => {
                 self.reply_hit(&entry);
+                self.remember(entry);
                 return;
             }
             Lookup::Miss => {
@@ -1200,7 +1233,7 @@ impl HttpContext for Http {
                         usage: self.usage,
                         body,
                     };
-                    self.store(&entry);
+                    self.store(entry);
                 }
                 self.finish();
                 Action::Continue
@@ -1266,7 +1299,7 @@ impl HttpContext for Http {
                             self.served_model.clone(),
                             self.usage,
                         ) {
-                            self.store(&entry);
+                            self.store(entry);
                         }
                     }
                     self.finish();

@@ -36,6 +36,8 @@ pub struct Root {
     stores: Stores,
     /// Store callouts in flight.
     in_flight: usize,
+    /// This VM's in-memory cache in front of Redis.
+    l1: Rc<RefCell<cache::L1>>,
 }
 
 impl Context for Root {
@@ -83,6 +85,7 @@ impl RootContext for Root {
                     }
                 }
                 self.set_tick_period(TICK);
+                self.l1 = Rc::new(RefCell::new(cache::L1::new(config.cache.l1_bytes)));
                 log::info!("llmgate: configuration loaded");
                 self.config = Some(Rc::new(config));
                 true
@@ -102,6 +105,7 @@ impl RootContext for Root {
             config,
             self.metrics.clone(),
             self.stores.clone(),
+            self.l1.clone(),
         )))
     }
 

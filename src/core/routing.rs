@@ -5,7 +5,7 @@
 use crate::core::api::Api;
 use crate::core::config::ConfigError;
 use crate::core::keys::{is_label_char, Glob};
-use crate::core::usage::estimate_input_tokens;
+use crate::core::usage::estimate_input_tokens_map;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -224,7 +224,7 @@ impl RequestFacts {
                 .is_some_and(|a| !a.is_empty())
         });
         Self {
-            input_tokens: estimate_input_tokens(api, &Value::Object(body.clone())),
+            input_tokens: estimate_input_tokens_map(api, body),
             user_turns,
             has_tools,
             has_images,

@@ -511,6 +511,14 @@ pub const MESSAGE_OVERHEAD_TOKENS: u64 = 4;
 /// count nothing (their base64 would wildly inflate the estimate), nor do
 /// tool definitions.
 pub fn estimate_input_tokens(api: Api, body: &Value) -> u64 {
+    match body.as_object() {
+        Some(map) => estimate_input_tokens_map(api, map),
+        None => 0,
+    }
+}
+
+/// [`estimate_input_tokens`] on the body's object, without wrapping it.
+pub fn estimate_input_tokens_map(api: Api, body: &Map<String, Value>) -> u64 {
     let mut chars: u64 = 0;
     let mut messages: u64 = 0;
     if api == Api::Anthropic {

@@ -838,7 +838,7 @@ impl Http {
     /// Tokens and dollars to reserve: estimated input plus the requested
     /// maximum output (or `budgets.default_max_tokens`).
     fn estimate(&self, api: Api, body: &serde_json::Map<String, Value>, model: &str) -> Estimate {
-        let input = usage::estimate_input_tokens(api, &Value::Object(body.clone()));
+        let input = usage::estimate_input_tokens_map(api, body);
         let output = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|f| body.get(*f).and_then(Value::as_u64))

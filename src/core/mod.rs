@@ -18,3 +18,6 @@ pub mod routing;
 pub mod sse;
 pub mod usage;
 pub mod util;
+
+#[cfg(test)]
+mod robustness_tests;

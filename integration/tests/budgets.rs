@@ -180,3 +180,44 @@ fn dollar_budget_holds_under_concurrency() {
     let allowed = lines.iter().filter(|l| l["decision"] == "allowed").count() as f64;
     assert_eq!(allowed, admitted + 1.0);
 }
+
+#[test]
+fn end_user_and_tenant_limits_apply_separately() {
+    avoid_minute_boundary(15);
+    let s = Stack::start(Options::new(&config(json!({
+        "keys": [
+            {"id": "demo", "sha256": sha256_hex(b"sk-llmgate-demo"), "tenant": "acme",
+             "user_limits": {"requests_per_minute": 2}},
+            {"id": "second", "sha256": sha256_hex(b"sk-second-key"), "tenant": "acme"}
+        ],
+        "tenants": {"acme": {"limits": {"requests_per_minute": 5}}}
+    }))));
+    let as_user = |u: &str| Request::openai(chat("hi")).header("x-llmgate-user", u);
+    assert_eq!(s.send(&as_user("alice")).status, 200);
+    assert_eq!(s.send(&as_user("alice")).status, 200);
+    let r = s.send(&as_user("alice"));
+    assert_eq!(r.status, 429, "alice's own limit");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("user"));
+    assert_eq!(
+        s.send(&as_user("bob")).status,
+        200,
+        "bob has his own counter"
+    );
+    // The tenant's limit (5 per minute) covers both keys.
+    let second = Request::openai(chat("hi"))
+        .without("authorization")
+        .bearer("sk-second-key");
+    assert_eq!(s.send(&second).status, 200);
+    assert_eq!(s.send(&second).status, 200);
+    let r = s.send(&second);
+    assert_eq!(r.status, 429, "tenant acme is at 5 requests");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("tenant"));
+    let audit = s.wait_audit(7);
+    assert!(audit.iter().any(|l| l["user"] == "alice"));
+}

@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::{FailureMode, StoreFailure, StoreFailureKind, DEFAULT_CAS_RETRIES};
+use super::budget::{ensure_key, FailureMode, StoreFailure, StoreFailureKind, DEFAULT_CAS_RETRIES};
 use super::config::ConfigError;
 use super::host::{Clock, SharedStore, StoreError};
 
@@ -326,29 +326,9 @@ impl Breaker {
         clusters: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), StoreFailure> {
         for cluster in clusters {
-            let key = Self::key(cluster);
-            let fail = |kind| StoreFailure {
-                key: key.clone(),
-                kind,
-            };
-            match store.get(&key) {
-                Ok(Some((value, cas))) => {
-                    if parse(&value).is_none() {
-                        match store.set(&key, CLOSED_STATE, Some(cas)) {
-                            Ok(()) | Err(StoreError::CasMismatch) => {}
-                            Err(StoreError::Unavailable) => {
-                                return Err(fail(StoreFailureKind::Unavailable))
-                            }
-                        }
-                    }
-                }
-                Ok(None) => {
-                    if store.set(&key, CLOSED_STATE, None).is_err() {
-                        return Err(fail(StoreFailureKind::Unavailable));
-                    }
-                }
-                Err(_) => return Err(fail(StoreFailureKind::Unavailable)),
-            }
+            ensure_key(store, &Self::key(cluster), CLOSED_STATE, |v| {
+                parse(v).is_some()
+            })?;
         }
         Ok(())
     }

@@ -400,6 +400,36 @@ impl Default for BudgetOptions {
 // Public request-path types
 // ---------------------------------------------------------------------------
 
+/// Plugin-start helper: creates `key` with `initial` when it is missing and
+/// resets it (with a CAS) when `valid` rejects its value. Creating a key is a
+/// blind write, so this must run before traffic; an existing valid value is
+/// kept, so state survives a configuration reload. A concurrent writer that
+/// wins the CAS is left alone.
+pub fn ensure_key(
+    store: &dyn SharedStore,
+    key: &str,
+    initial: &[u8],
+    valid: impl Fn(&[u8]) -> bool,
+) -> Result<(), StoreFailure> {
+    let fail = || StoreFailure {
+        key: key.to_string(),
+        kind: StoreFailureKind::Unavailable,
+    };
+    match store.get(key) {
+        Ok(Some((value, cas))) => {
+            if !valid(&value) {
+                match store.set(key, initial, Some(cas)) {
+                    Ok(()) | Err(StoreError::CasMismatch) => {}
+                    Err(StoreError::Unavailable) => return Err(fail()),
+                }
+            }
+            Ok(())
+        }
+        Ok(None) => store.set(key, initial, None).map_err(|_| fail()),
+        Err(_) => Err(fail()),
+    }
+}
+
 /// Who a counter belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ScopeId {
@@ -934,30 +964,9 @@ impl Budgets {
     /// buckets are kept, so counters survive a configuration reload.
     pub fn init(&self, store: &dyn SharedStore) -> Result<(), StoreFailure> {
         for i in 0..self.opts.buckets {
-            let key = Self::bucket_key(i);
-            let fail = |kind| StoreFailure {
-                key: key.clone(),
-                kind,
-            };
-            match store.get(&key) {
-                Ok(Some((value, cas))) => {
-                    if parse_bucket(&value).is_none() {
-                        match store.set(&key, EMPTY_BUCKET, Some(cas)) {
-                            // Someone else wrote meanwhile: their value stands.
-                            Ok(()) | Err(StoreError::CasMismatch) => {}
-                            Err(StoreError::Unavailable) => {
-                                return Err(fail(StoreFailureKind::Unavailable))
-                            }
-                        }
-                    }
-                }
-                Ok(None) => {
-                    if store.set(&key, EMPTY_BUCKET, None).is_err() {
-                        return Err(fail(StoreFailureKind::Unavailable));
-                    }
-                }
-                Err(_) => return Err(fail(StoreFailureKind::Unavailable)),
-            }
+            ensure_key(store, &Self::bucket_key(i), EMPTY_BUCKET, |v| {
+                parse_bucket(v).is_some()
+            })?;
         }
         Ok(())
     }

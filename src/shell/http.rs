@@ -17,29 +17,24 @@ use crate::core::cache::{
 use crate::core::config::EncodedBody;
 use crate::core::config::{AuthMode, Config};
 use crate::core::cost::format_usd;
+use crate::core::host::Clock;
 use crate::core::pipeline::{self, Head, Identity};
 use crate::core::prompts::{self, Selection};
 use crate::core::respfilter::{self, Findings, StreamFilter};
 use crate::core::routing::{self, RequestFacts};
 use crate::core::sse::SseParser;
 use crate::core::usage::{self, IncludeUsage, StreamTracker, Usage, Verdict};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 /// The request header the shipped Envoy routes match to pick a cluster.
 pub const ROUTE_HEADER: &str = "x-llmgate-route";
 
 fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    HostClock.now_ms()
 }
 
 /// How the response body is handled.

@@ -43,7 +43,6 @@ impl Metrics {
         }
     }
 
-    #[allow(dead_code)] // used by the breaker state gauge
     pub fn gauge(&self, name: &str, value: u64) {
         if let Some(id) = self.id(MetricType::Gauge, name) {
             let _ = hostcalls::record_metric(id, value);

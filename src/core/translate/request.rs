@@ -32,8 +32,10 @@ pub struct TranslatedRequest {
     /// (`stream_options.include_usage: true`); goes to
     /// [`ResponseOptions::include_usage`](super::ResponseOptions).
     pub include_usage: bool,
-    /// Top-level fields (and a few nested ones, by path) left out because
-    /// the upstream's API has no counterpart and dropping them is harmless.
+    /// Top-level fields left out (non-null ones only) because the upstream's
+    /// API has no counterpart and dropping them is harmless (see the
+    /// translation table), for the audit log. Nested details dropped by rule
+    /// (`detail` of images, `cache_control`, `strict`, …) are not listed.
     pub dropped: Vec<String>,
 }
 

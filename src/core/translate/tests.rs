@@ -1566,3 +1566,86 @@ fn huge_counts_saturate() {
     ));
     assert_eq!(c.tools, [("a".into(), "f".into(), json!({}))]);
 }
+
+/// The mock LLM's OpenAI tool-call stream (`x-mock-chunk-chars: 4`), as
+/// captured from `integration/mock-llm`.
+const MOCK_OPENAI_TOOL_STREAM: &str = concat!(
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_mock01a22c02593c000000000002\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"finish_reason\":null}],\"usage\":null}\n",
+    "\n",
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"ci\"}}]},\"finish_reason\":null}],\"usage\":null}\n",
+    "\n",
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"ty\\\":\"}}]},\"finish_reason\":null}],\"usage\":null}\n",
+    "\n",
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\" \\\"Pa\"}}]},\"finish_reason\":null}],\"usage\":null}\n",
+    "\n",
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"ris\\\"\"}}]},\"finish_reason\":null}],\"usage\":null}\n",
+    "\n",
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"}\"}}]},\"finish_reason\":null}],\"usage\":null}\n",
+    "\n",
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n",
+    "\n",
+    "data: {\"id\":\"chatcmpl-mock01a22c02593c000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1796034682,\"model\":\"gpt-x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n",
+    "\n",
+    "data: [DONE]\n",
+    "\n",
+);
+
+/// The mock LLM's Anthropic tool-call stream (`x-mock-chunk-chars: 4`).
+const MOCK_ANTHROPIC_TOOL_STREAM: &str = concat!(
+    "event: message_start\n",
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_mock01a22c02593c000000000003\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n",
+    "\n",
+    "event: content_block_start\n",
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_mock01a22c02593c000000000004\",\"name\":\"get_weather\",\"input\":{}}}\n",
+    "\n",
+    "event: ping\n",
+    "data: {\"type\":\"ping\"}\n",
+    "\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"ci\"}}\n",
+    "\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ty\\\":\"}}\n",
+    "\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"Pa\"}}\n",
+    "\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ris\\\"\"}}\n",
+    "\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"}\"}}\n",
+    "\n",
+    "event: content_block_stop\n",
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n",
+    "\n",
+    "event: message_delta\n",
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2}}\n",
+    "\n",
+    "event: message_stop\n",
+    "data: {\"type\":\"message_stop\"}\n",
+    "\n",
+);
+
+#[test]
+fn mock_llm_tool_streams_translate_both_ways() {
+    let want = (
+        "get_weather".to_string(),
+        json!({"city": "Paris"}),
+        Some("tool_calls".to_string()),
+    );
+    for (input, client, upstream) in [
+        (MOCK_OPENAI_TOOL_STREAM, Api::Anthropic, Api::OpenAi),
+        (MOCK_ANTHROPIC_TOOL_STREAM, Api::OpenAi, Api::Anthropic),
+    ] {
+        let out = check_every_split(client, upstream, &ropts(), input.as_bytes());
+        let original = content_of(upstream, input.as_bytes());
+        let got = content_of(client, &out);
+        assert!(got.completed);
+        assert_eq!(got, original);
+        assert_eq!(got.tools.len(), 1);
+        let (_, name, args) = &got.tools[0];
+        assert_eq!((name.clone(), args.clone(), got.finish.clone()), want);
+        assert_eq!(got.usage, Some((3, 2, 0)));
+    }
+}

@@ -59,7 +59,7 @@
 //! | `max_completion_tokens`, else `max_tokens` | `max_tokens` | required by Anthropic: without either, the configured default |
 //! | `temperature` | `temperature` | clamped to Anthropic's 0–1 |
 //! | `top_p` | `top_p` | |
-//! | `stop` (string or list) | `stop_sequences` | |
+//! | `stop` (string or list) | `stop_sequences` | empty strings left out |
 //! | `stream` | `stream` | |
 //! | `stream_options.include_usage` | — | Anthropic always reports usage; the translated stream ends with the usage chunk when it was `true` |
 //! | `user` | `metadata.user_id` | |
@@ -91,7 +91,7 @@
 //! | `max_tokens` | `max_completion_tokens` | |
 //! | `temperature`, `top_p` | same | |
 //! | `top_k` | — | dropped |
-//! | `stop_sequences` | `stop` | |
+//! | `stop_sequences` | `stop` | empty strings left out |
 //! | `stream` | `stream` | and `stream_options.include_usage: true`, so that the stream reports usage |
 //! | `metadata.user_id` | `user` | |
 //! | `tools[]` `{name, description, input_schema}` (custom tools) | `tools[]` `{type: function, function: {name, description, parameters}}` | `cache_control` dropped; server tools (`web_search_…`, `bash_…`, …) refused |
@@ -254,16 +254,21 @@ impl Counts {
     /// From an OpenAI usage object (`None` if it is not one).
     fn from_openai(usage: Option<&Value>) -> Option<Counts> {
         let u = usage.and_then(Value::as_object)?;
-        let prompt = count(u, "prompt_tokens").unwrap_or(0);
-        let cached = u
-            .get("prompt_tokens_details")
-            .and_then(Value::as_object)
+        // The Responses-style names are accepted too, as `usage.rs` does.
+        let prompt = count(u, "prompt_tokens")
+            .or_else(|| count(u, "input_tokens"))
+            .unwrap_or(0);
+        let cached = ["prompt_tokens_details", "input_tokens_details"]
+            .iter()
+            .find_map(|k| u.get(*k).and_then(Value::as_object))
             .and_then(|d| count(d, "cached_tokens"))
             .unwrap_or(0)
             .min(prompt);
         Some(Counts {
             input: prompt.saturating_sub(cached),
-            output: count(u, "completion_tokens").unwrap_or(0),
+            output: count(u, "completion_tokens")
+                .or_else(|| count(u, "output_tokens"))
+                .unwrap_or(0),
             cache_read: cached,
             cache_creation: 0,
         })

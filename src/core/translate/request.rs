@@ -95,13 +95,16 @@ fn number(v: &Value, field: &str) -> Result<Option<f64>, ApiError> {
     }
 }
 
+/// Stop strings: a string or a list of strings; empty ones are left out.
 fn string_list(v: &Value, field: &str) -> Result<Vec<Value>, ApiError> {
+    let non_empty = |s: &&Value| s.as_str().is_some_and(|s| !s.is_empty());
     match v {
         Value::Null => Ok(Vec::new()),
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
         Value::String(s) => Ok(vec![Value::String(s.clone())]),
         Value::Array(items) => {
             if items.iter().all(Value::is_string) {
-                Ok(items.clone())
+                Ok(items.iter().filter(non_empty).cloned().collect())
             } else {
                 Err(invalid(field, "must be a string or a list of strings"))
             }

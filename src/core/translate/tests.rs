@@ -301,6 +301,11 @@ fn system_prompts_and_defaults() {
     // Temperature clamped to Anthropic's range.
     let t = o2a(json!({"model": "m", "temperature": 1.6, "messages": []})).unwrap();
     assert_eq!(t.body["temperature"], 1.0);
+    // Empty stop strings are left out.
+    let t = o2a(json!({"model": "m", "stop": "", "messages": []})).unwrap();
+    assert!(!t.body.contains_key("stop_sequences"));
+    let t = o2a(json!({"model": "m", "stop": ["", "X"], "messages": []})).unwrap();
+    assert_eq!(t.body["stop_sequences"], json!(["X"]));
     // include_usage only matters for streams.
     let t = o2a(json!({"model": "m", "stream_options": {"include_usage": true}, "messages": []}))
         .unwrap();
@@ -1553,6 +1558,21 @@ fn huge_counts_saturate() {
     // cached_tokens larger than prompt_tokens is capped by it.
     assert_eq!(v["usage"]["cache_read_input_tokens"], 5);
     assert_eq!(v["usage"]["input_tokens"], 0);
+    // Responses-style usage names.
+    let body = json!({"id": "c", "choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop"}],
+        "usage": {"input_tokens": 9, "output_tokens": 4, "input_tokens_details": {"cached_tokens": 2}}});
+    let r = translate_response(
+        Api::Anthropic,
+        Api::OpenAi,
+        200,
+        body.to_string().as_bytes(),
+        &ropts(),
+    );
+    assert_eq!(
+        json_of(&r.body)["usage"],
+        json!({"input_tokens": 7, "cache_read_input_tokens": 2,
+               "cache_creation_input_tokens": 0, "output_tokens": 4})
+    );
     // Huge block and tool indexes in a stream.
     let input = format!(
         "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{max},\"id\":\"a\",\"function\":{{\"name\":\"f\",\"arguments\":\"{{}}\"}}}}]}}}}]}}\n\ndata: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"tool_calls\"}}]}}\n\ndata: [DONE]\n\n"

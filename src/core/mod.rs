@@ -16,6 +16,7 @@ pub mod prompts;
 pub mod respfilter;
 pub mod routing;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 pub mod util;
 

@@ -28,6 +28,41 @@ pub struct ChatRequest {
     pub last_user: Option<String>,
     /// Whitespace-separated words over the text of all messages and the system prompt.
     pub input_tokens: u64,
+    /// The request declares tools (a non-empty `tools` array).
+    pub has_tools: bool,
+    /// The text of the tool result when the last message is one (OpenAI: a `role:
+    /// "tool"` message; Anthropic: a `user` message with `tool_result` blocks, the last
+    /// of them).
+    pub tool_result: Option<String>,
+}
+
+/// What the mock answers: text, or one tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Text(String),
+    ToolCall(ToolCall),
+}
+
+/// One call of a tool, from a `TOOL:<name> <JSON object>` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub name: String,
+    /// The JSON object as written in the message (trimmed): OpenAI's `arguments`
+    /// string, and the text streamed in pieces.
+    pub arguments: String,
+    /// The same object, parsed: Anthropic's `input`.
+    pub input: Value,
+}
+
+impl Reply {
+    /// The text streamed for this reply (the arguments of a tool call) and counted as
+    /// output tokens.
+    pub fn streamed_text(&self) -> &str {
+        match self {
+            Reply::Text(t) => t,
+            Reply::ToolCall(c) => &c.arguments,
+        }
+    }
 }
 
 /// Model reported when the request names none (the mock is lenient about it).
@@ -66,6 +101,57 @@ pub fn content_text(content: Option<&Value>) -> Result<String, String> {
             Ok(out)
         }
         Some(_) => Err("`content` must be a string or an array of content parts".to_string()),
+    }
+}
+
+/// The text of an Anthropic `tool_result` block's `content`: a string, or the `text`
+/// blocks of an array joined with `"\n"` (other blocks ignored); anything else is empty.
+fn tool_result_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The text of the last `tool_result` block of an Anthropic message content, if it has
+/// one.
+fn last_tool_result(content: Option<&Value>) -> Option<String> {
+    let Some(Value::Array(blocks)) = content else {
+        return None;
+    };
+    blocks
+        .iter()
+        .rev()
+        .find(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .map(|b| tool_result_text(b.get("content")))
+}
+
+/// Parses `TOOL:<name> <JSON object>` (spaces after `TOOL:` and between the two are
+/// optional; the name ends at the first whitespace or `{`). `None` when the message is
+/// not of that form.
+pub fn parse_tool_command(text: &str) -> Option<ToolCall> {
+    let rest = text.strip_prefix("TOOL:")?.trim_start();
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '{')
+        .unwrap_or(rest.len());
+    let (name, arguments) = rest.split_at(end);
+    let arguments = arguments.trim();
+    if name.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(input @ Value::Object(_)) => Some(ToolCall {
+            name: name.to_string(),
+            arguments: arguments.to_string(),
+            input,
+        }),
+        _ => None,
     }
 }
 
@@ -121,7 +207,9 @@ pub fn parse_chat(api: Api, body: &Value) -> Result<ChatRequest, String> {
         }
     }
 
+    let has_tools = matches!(obj.get("tools"), Some(Value::Array(t)) if !t.is_empty());
     let mut last_user = None;
+    let mut tool_result = None;
     for (i, message) in messages.iter().enumerate() {
         let Value::Object(message) = message else {
             return Err(format!("messages[{i}] must be an object"));
@@ -133,7 +221,21 @@ pub fn parse_chat(api: Api, body: &Value) -> Result<ChatRequest, String> {
         let text =
             content_text(message.get("content")).map_err(|e| format!("messages[{i}]: {e}"))?;
         input_tokens += count_words(&text);
+        tool_result = None;
         match role {
+            "tool" if api == Api::OpenAi => tool_result = Some(text),
+            "user" if api == Api::Anthropic => {
+                // Tool results count as message text too.
+                if let Some(Value::Array(blocks)) = message.get("content") {
+                    for block in blocks {
+                        if block.get("type").and_then(Value::as_str) == Some("tool_result") {
+                            input_tokens += count_words(&tool_result_text(block.get("content")));
+                        }
+                    }
+                }
+                tool_result = last_tool_result(message.get("content"));
+                last_user = Some(text);
+            }
             "user" => last_user = Some(text),
             "system" if api == Api::OpenAi => match &mut system {
                 Some(s) => {
@@ -153,7 +255,28 @@ pub fn parse_chat(api: Api, body: &Value) -> Result<ChatRequest, String> {
         system,
         last_user,
         input_tokens,
+        has_tools,
+        tool_result,
     })
+}
+
+/// The reply, first rule that applies: a queued reply; a tool result as the last
+/// message → `tool result: ` and its text; with tools declared, a last user message
+/// `TOOL:<name> <JSON object>` → one call of that tool; otherwise the text rules of
+/// [`choose_reply`].
+pub fn decide_reply(queued: Option<String>, req: &ChatRequest) -> Reply {
+    if let Some(reply) = queued {
+        return Reply::Text(reply);
+    }
+    if let Some(result) = &req.tool_result {
+        return Reply::Text(format!("tool result: {result}"));
+    }
+    if req.has_tools {
+        if let Some(call) = req.last_user.as_deref().and_then(parse_tool_command) {
+            return Reply::ToolCall(call);
+        }
+    }
+    Reply::Text(choose_reply(None, req))
 }
 
 /// The reply text, first rule that applies: a queued reply; `SYSTEM?` → the system
@@ -353,6 +476,127 @@ mod tests {
             json!({"messages":[{"role":"system","content":"x"},{"role":"user","content":"SYSTEM?"}]}),
         );
         assert_eq!(choose_reply(None, &req), "no system prompt");
+    }
+
+    #[test]
+    fn tool_command_parsing() {
+        let call = parse_tool_command(r#"TOOL:get_weather {"city":"Paris"}"#).unwrap();
+        assert_eq!(call.name, "get_weather");
+        assert_eq!(call.arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(call.input, json!({"city":"Paris"}));
+        let call = parse_tool_command("TOOL: f{\"a\": [1, 2]}  \n").unwrap();
+        assert_eq!(call.name, "f");
+        assert_eq!(call.arguments, r#"{"a": [1, 2]}"#);
+        assert_eq!(parse_tool_command("TOOL:noop {}").unwrap().input, json!({}));
+        for bad in [
+            "TOOL:",
+            "TOOL:f",
+            "TOOL:f [1]",
+            "TOOL:f {oops",
+            "TOOL: {\"a\":1}",
+            "tool:f {}",
+            " TOOL:f {}",
+            "TOOL:f {} trailing",
+        ] {
+            assert_eq!(parse_tool_command(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tool_replies_openai() {
+        let tools = json!([{"type":"function","function":{"name":"get_weather","parameters":{}}}]);
+        let ask = json!({"role":"user","content":"TOOL:get_weather {\"city\":\"Paris\"}"});
+        let req = chat(Api::OpenAi, json!({"tools": tools, "messages":[ask]}));
+        assert!(req.has_tools);
+        let Reply::ToolCall(call) = decide_reply(None, &req) else {
+            panic!("expected a tool call");
+        };
+        assert_eq!(call.name, "get_weather");
+        assert_eq!(call.input, json!({"city":"Paris"}));
+        // Queued replies still come first.
+        assert_eq!(
+            decide_reply(Some("q".into()), &req),
+            Reply::Text("q".into())
+        );
+        // Without tools: the text rules.
+        let req = chat(Api::OpenAi, json!({"messages":[ask]}));
+        assert!(!req.has_tools);
+        assert_eq!(
+            decide_reply(None, &req),
+            Reply::Text("echo: TOOL:get_weather {\"city\":\"Paris\"}".into())
+        );
+        let req = chat(Api::OpenAi, json!({"tools": [], "messages":[ask]}));
+        assert!(!req.has_tools);
+        // The tool result as the last message.
+        let req = chat(
+            Api::OpenAi,
+            json!({"tools": tools, "messages":[ask,
+                {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+                  "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+                {"role":"tool","tool_call_id":"call_1","content":"18 degrees, sunny"}]}),
+        );
+        assert_eq!(req.tool_result.as_deref(), Some("18 degrees, sunny"));
+        assert_eq!(
+            decide_reply(None, &req),
+            Reply::Text("tool result: 18 degrees, sunny".into())
+        );
+        // TOOL:get_weather {"city":"Paris"} 18 degrees, sunny
+        assert_eq!(req.input_tokens, 5);
+        // A tool message that is not the last one does not count.
+        let req = chat(
+            Api::OpenAi,
+            json!({"messages":[{"role":"tool","tool_call_id":"c","content":"r"},
+                               {"role":"user","content":"next"}]}),
+        );
+        assert_eq!(req.tool_result, None);
+        assert_eq!(decide_reply(None, &req), Reply::Text("echo: next".into()));
+    }
+
+    #[test]
+    fn tool_replies_anthropic() {
+        let tools = json!([{"name":"get_weather","input_schema":{"type":"object"}}]);
+        let ask = json!({"role":"user","content":[{"type":"text","text":"TOOL:get_weather {\"city\":\"Paris\"}"}]});
+        let req = chat(Api::Anthropic, json!({"tools": tools, "messages":[ask]}));
+        assert!(matches!(decide_reply(None, &req), Reply::ToolCall(c) if c.name == "get_weather"));
+        // tool_result content as a string, or text blocks; the last result wins.
+        for (content, text) in [
+            (json!("sunny"), "sunny"),
+            (
+                json!([{"type":"text","text":"a"},{"type":"image","source":{}},{"type":"text","text":"b"}]),
+                "a\nb",
+            ),
+            (json!(null), ""),
+        ] {
+            let req = chat(
+                Api::Anthropic,
+                json!({"tools": tools, "messages":[ask,
+                    {"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},
+                    {"role":"user","content":[
+                        {"type":"tool_result","tool_use_id":"toolu_0","content":"older"},
+                        {"type":"tool_result","tool_use_id":"toolu_1","content":content}]}]}),
+            );
+            assert_eq!(req.tool_result.as_deref(), Some(text));
+            assert_eq!(
+                decide_reply(None, &req),
+                Reply::Text(format!("tool result: {text}"))
+            );
+        }
+        // Tool result text counts as input.
+        let req = chat(
+            Api::Anthropic,
+            json!({"messages":[{"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"t","content":"two words"},
+                {"type":"text","text":"and more"}]}]}),
+        );
+        assert_eq!(req.input_tokens, 4);
+        assert_eq!(req.tool_result.as_deref(), Some("two words"));
+        // An assistant message last: no tool result.
+        let req = chat(
+            Api::Anthropic,
+            json!({"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"x"}]},
+                               {"role":"assistant","content":"y"}]}),
+        );
+        assert_eq!(req.tool_result, None);
     }
 
     #[test]

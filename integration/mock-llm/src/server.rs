@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::body::MockBody;
-use crate::logic::{self, Api};
+use crate::logic::{self, Api, Reply};
 use crate::wire::{self, Events, Meta, Usage};
 
 /// Largest request body read (larger: 413).
@@ -177,6 +177,15 @@ impl Server {
         match api {
             Api::OpenAi => format!("chatcmpl-mock{:012x}{:012x}", self.id_prefix, n),
             Api::Anthropic => format!("msg_mock{:012x}{:012x}", self.id_prefix, n),
+        }
+    }
+
+    /// A tool call id in the API's style (`call_…` / `toolu_…`).
+    fn new_tool_id(&self, api: Api) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match api {
+            Api::OpenAi => format!("call_mock{:012x}{:012x}", self.id_prefix, n),
+            Api::Anthropic => format!("toolu_mock{:012x}{:012x}", self.id_prefix, n),
         }
     }
 
@@ -369,12 +378,17 @@ impl Server {
             Err(message) => return self.api_error(api, 400, &format!("mock-llm: {message}"), opts),
         };
         let queued = self.state().replies.pop_front();
-        let reply = logic::choose_reply(queued, &req);
+        let reply = logic::decide_reply(queued, &req);
+        let text = reply.streamed_text();
         let usage = Usage {
             input: req.input_tokens,
-            output: logic::count_words(&reply),
+            output: logic::count_words(text),
         };
         let id = self.new_id(api);
+        let call_id = match &reply {
+            Reply::ToolCall(_) => self.new_tool_id(api),
+            Reply::Text(_) => String::new(),
+        };
         let meta = Meta {
             id: &id,
             created: now().as_secs(),
@@ -382,18 +396,37 @@ impl Server {
         };
         if req.stream {
             let pieces = match opts.chunk_chars {
-                Some(n) => logic::split_chars(&reply, n),
-                None => logic::split_words(&reply),
+                Some(n) => logic::split_chars(text, n),
+                None => logic::split_words(text),
             };
-            let events = match api {
-                Api::OpenAi => wire::openai_stream(&meta, &pieces, usage, req.include_usage),
-                Api::Anthropic => wire::anthropic_stream(&meta, &pieces, usage),
+            let events = match (&reply, api) {
+                (Reply::Text(_), Api::OpenAi) => {
+                    wire::openai_stream(&meta, &pieces, usage, req.include_usage)
+                }
+                (Reply::Text(_), Api::Anthropic) => wire::anthropic_stream(&meta, &pieces, usage),
+                (Reply::ToolCall(call), Api::OpenAi) => wire::openai_tool_stream(
+                    &meta,
+                    &call_id,
+                    &call.name,
+                    &pieces,
+                    usage,
+                    req.include_usage,
+                ),
+                (Reply::ToolCall(call), Api::Anthropic) => {
+                    wire::anthropic_tool_stream(&meta, &call_id, &call.name, &pieces, usage)
+                }
             };
             self.llm_response(StatusCode::OK, SSE, events, opts, true)
         } else {
-            let body = match api {
-                Api::OpenAi => wire::openai_completion(&meta, &reply, usage),
-                Api::Anthropic => wire::anthropic_message(&meta, &reply, usage),
+            let body = match (&reply, api) {
+                (Reply::Text(t), Api::OpenAi) => wire::openai_completion(&meta, t, usage),
+                (Reply::Text(t), Api::Anthropic) => wire::anthropic_message(&meta, t, usage),
+                (Reply::ToolCall(call), Api::OpenAi) => {
+                    wire::openai_tool_completion(&meta, &call_id, call, usage)
+                }
+                (Reply::ToolCall(call), Api::Anthropic) => {
+                    wire::anthropic_tool_message(&meta, &call_id, call, usage)
+                }
             };
             self.llm_response(StatusCode::OK, JSON, single(body), opts, true)
         }

@@ -3,8 +3,9 @@
 //! order the real APIs send them and avoid building maps per request.
 
 use serde::Serialize;
+use serde_json::Value;
 
-use crate::logic::{self, Api, EMBEDDING_DIMS};
+use crate::logic::{self, Api, ToolCall, EMBEDDING_DIMS};
 
 /// Token usage of one chat request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +87,40 @@ impl From<Usage> for OaUsage {
 #[derive(Serialize)]
 struct OaMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[OaToolCall<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct OaFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct OaToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OaFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OaFunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct OaToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: OaFunctionDelta<'a>,
 }
 
 #[derive(Serialize)]
@@ -112,6 +146,8 @@ struct OaDelta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[OaToolCallDelta<'a>; 1]>,
 }
 
 #[derive(Serialize)]
@@ -145,7 +181,8 @@ pub fn openai_completion(meta: &Meta, reply: &str, usage: Usage) -> Vec<u8> {
             index: 0,
             message: OaMessage {
                 role: "assistant",
-                content: reply,
+                content: Some(reply),
+                tool_calls: None,
             },
             finish_reason: "stop",
         }],
@@ -153,8 +190,67 @@ pub fn openai_completion(meta: &Meta, reply: &str, usage: Usage) -> Vec<u8> {
     })
 }
 
+/// Non-streaming `chat.completion` body holding one tool call (`content: null`,
+/// `finish_reason: "tool_calls"`).
+pub fn openai_tool_completion(
+    meta: &Meta,
+    call_id: &str,
+    call: &ToolCall,
+    usage: Usage,
+) -> Vec<u8> {
+    to_json(&OaCompletion {
+        id: meta.id,
+        object: "chat.completion",
+        created: meta.created,
+        model: meta.model,
+        choices: [OaChoice {
+            index: 0,
+            message: OaMessage {
+                role: "assistant",
+                content: None,
+                tool_calls: Some([OaToolCall {
+                    id: call_id,
+                    kind: "function",
+                    function: OaFunction {
+                        name: &call.name,
+                        arguments: &call.arguments,
+                    },
+                }]),
+            },
+            finish_reason: "tool_calls",
+        }],
+        usage: usage.into(),
+    })
+}
+
 /// The SSE stream of `chat.completion.chunk`s for `pieces`, ending with `data: [DONE]`.
 pub fn openai_stream(meta: &Meta, pieces: &[&str], usage: Usage, include_usage: bool) -> Events {
+    openai_chunks(meta, None, pieces, usage, include_usage)
+}
+
+/// The SSE stream of one tool call: a role chunk carrying the call's `id`, `type` and
+/// `function.name` (with empty `arguments`), one `delta.tool_calls` chunk per piece of
+/// the arguments, a chunk with `finish_reason: "tool_calls"`, the usage chunk with
+/// `include_usage`, then `data: [DONE]`.
+pub fn openai_tool_stream(
+    meta: &Meta,
+    call_id: &str,
+    name: &str,
+    pieces: &[&str],
+    usage: Usage,
+    include_usage: bool,
+) -> Events {
+    openai_chunks(meta, Some((call_id, name)), pieces, usage, include_usage)
+}
+
+/// Text chunks (`tool` is `None`) or the chunks of one tool call `(id, name)`.
+fn openai_chunks(
+    meta: &Meta,
+    tool: Option<(&str, &str)>,
+    pieces: &[&str],
+    usage: Usage,
+    include_usage: bool,
+) -> Events {
     let mut ev = Events {
         buf: Vec::with_capacity(160 * (pieces.len() + 4)),
         ends: Vec::with_capacity(pieces.len() + 4),
@@ -173,30 +269,64 @@ pub fn openai_stream(meta: &Meta, pieces: &[&str], usage: Usage, include_usage: 
             usage: if include_usage { Some(None) } else { None },
         })
     };
-    chunk(
-        OaDelta {
-            role: Some("assistant"),
-            content: Some(""),
-        },
-        None,
-        &mut ev,
-    );
-    for piece in pieces {
-        chunk(
+    match tool {
+        None => chunk(
             OaDelta {
-                role: None,
-                content: Some(piece),
+                role: Some("assistant"),
+                content: Some(""),
+                tool_calls: None,
             },
             None,
             &mut ev,
-        );
+        ),
+        Some((id, name)) => chunk(
+            OaDelta {
+                role: Some("assistant"),
+                content: None,
+                tool_calls: Some([OaToolCallDelta {
+                    index: 0,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: OaFunctionDelta {
+                        name: Some(name),
+                        arguments: "",
+                    },
+                }]),
+            },
+            None,
+            &mut ev,
+        ),
+    }
+    for piece in pieces {
+        let delta = match tool {
+            None => OaDelta {
+                role: None,
+                content: Some(piece),
+                tool_calls: None,
+            },
+            Some(_) => OaDelta {
+                role: None,
+                content: None,
+                tool_calls: Some([OaToolCallDelta {
+                    index: 0,
+                    id: None,
+                    kind: None,
+                    function: OaFunctionDelta {
+                        name: None,
+                        arguments: piece,
+                    },
+                }]),
+            },
+        };
+        chunk(delta, None, &mut ev);
     }
     chunk(
         OaDelta {
             role: None,
             content: None,
+            tool_calls: None,
         },
-        Some("stop"),
+        Some(if tool.is_some() { "tool_calls" } else { "stop" }),
         &mut ev,
     );
     if include_usage {
@@ -293,13 +423,29 @@ struct AnText<'a> {
 }
 
 #[derive(Serialize)]
+struct AnToolUse<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    name: &'a str,
+    input: &'a Value,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AnBlock<'a> {
+    Text(AnText<'a>),
+    ToolUse(AnToolUse<'a>),
+}
+
+#[derive(Serialize)]
 struct AnMessage<'a> {
     id: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
     role: &'static str,
     model: &'a str,
-    content: &'a [AnText<'a>],
+    content: &'a [AnBlock<'a>],
     stop_reason: Option<&'static str>,
     stop_sequence: Option<&'static str>,
     usage: AnUsage,
@@ -313,11 +459,26 @@ struct AnMessageStart<'a> {
 }
 
 #[derive(Serialize)]
-struct AnBlockDelta<'a> {
+struct AnBlockStart<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     index: u32,
-    delta: AnText<'a>,
+    content_block: AnBlock<'a>,
+}
+
+#[derive(Serialize)]
+struct AnJsonDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    partial_json: &'a str,
+}
+
+#[derive(Serialize)]
+struct AnBlockDelta<D> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    delta: D,
 }
 
 #[derive(Serialize)]
@@ -339,18 +500,19 @@ struct AnMessageDelta {
     usage: AnOutputUsage,
 }
 
-/// Non-streaming `message` body.
-pub fn anthropic_message(meta: &Meta, reply: &str, usage: Usage) -> Vec<u8> {
+fn anthropic_body(
+    meta: &Meta,
+    block: AnBlock<'_>,
+    stop_reason: &'static str,
+    usage: Usage,
+) -> Vec<u8> {
     to_json(&AnMessage {
         id: meta.id,
         kind: "message",
         role: "assistant",
         model: meta.model,
-        content: &[AnText {
-            kind: "text",
-            text: reply,
-        }],
-        stop_reason: Some("end_turn"),
+        content: &[block],
+        stop_reason: Some(stop_reason),
         stop_sequence: None,
         usage: AnUsage {
             input_tokens: usage.input,
@@ -359,9 +521,57 @@ pub fn anthropic_message(meta: &Meta, reply: &str, usage: Usage) -> Vec<u8> {
     })
 }
 
+/// Non-streaming `message` body.
+pub fn anthropic_message(meta: &Meta, reply: &str, usage: Usage) -> Vec<u8> {
+    let block = AnBlock::Text(AnText {
+        kind: "text",
+        text: reply,
+    });
+    anthropic_body(meta, block, "end_turn", usage)
+}
+
+/// Non-streaming `message` body holding one `tool_use` block (`stop_reason:
+/// "tool_use"`).
+pub fn anthropic_tool_message(
+    meta: &Meta,
+    call_id: &str,
+    call: &ToolCall,
+    usage: Usage,
+) -> Vec<u8> {
+    let block = AnBlock::ToolUse(AnToolUse {
+        kind: "tool_use",
+        id: call_id,
+        name: &call.name,
+        input: &call.input,
+    });
+    anthropic_body(meta, block, "tool_use", usage)
+}
+
 /// The Anthropic event stream for `pieces`: message_start, content_block_start, ping,
 /// one content_block_delta per piece, content_block_stop, message_delta, message_stop.
 pub fn anthropic_stream(meta: &Meta, pieces: &[&str], usage: Usage) -> Events {
+    anthropic_events(meta, None, pieces, usage)
+}
+
+/// The same for one tool call: the block starts as `tool_use` with its `id`, `name` and
+/// an empty `input`, the pieces of the arguments are `input_json_delta`s, and the stop
+/// reason is `tool_use`.
+pub fn anthropic_tool_stream(
+    meta: &Meta,
+    call_id: &str,
+    name: &str,
+    pieces: &[&str],
+    usage: Usage,
+) -> Events {
+    anthropic_events(meta, Some((call_id, name)), pieces, usage)
+}
+
+fn anthropic_events(
+    meta: &Meta,
+    tool: Option<(&str, &str)>,
+    pieces: &[&str],
+    usage: Usage,
+) -> Events {
     let mut ev = Events {
         buf: Vec::with_capacity(160 * (pieces.len() + 7)),
         ends: Vec::with_capacity(pieces.len() + 7),
@@ -386,23 +596,52 @@ pub fn anthropic_stream(meta: &Meta, pieces: &[&str], usage: Usage) -> Events {
             },
         },
     );
-    ev.raw(
-        b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\
-          \"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
-    );
+    let empty_input = Value::Object(serde_json::Map::new());
+    match tool {
+        None => ev.raw(
+            b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\
+              \"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        ),
+        Some((id, name)) => ev.event(
+            "content_block_start",
+            &AnBlockStart {
+                kind: "content_block_start",
+                index: 0,
+                content_block: AnBlock::ToolUse(AnToolUse {
+                    kind: "tool_use",
+                    id,
+                    name,
+                    input: &empty_input,
+                }),
+            },
+        ),
+    }
     ev.raw(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
     for piece in pieces {
-        ev.event(
-            "content_block_delta",
-            &AnBlockDelta {
-                kind: "content_block_delta",
-                index: 0,
-                delta: AnText {
-                    kind: "text_delta",
-                    text: piece,
+        match tool {
+            None => ev.event(
+                "content_block_delta",
+                &AnBlockDelta {
+                    kind: "content_block_delta",
+                    index: 0,
+                    delta: AnText {
+                        kind: "text_delta",
+                        text: piece,
+                    },
                 },
-            },
-        );
+            ),
+            Some(_) => ev.event(
+                "content_block_delta",
+                &AnBlockDelta {
+                    kind: "content_block_delta",
+                    index: 0,
+                    delta: AnJsonDelta {
+                        kind: "input_json_delta",
+                        partial_json: piece,
+                    },
+                },
+            ),
+        }
     }
     ev.raw(b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
     ev.event(
@@ -410,7 +649,11 @@ pub fn anthropic_stream(meta: &Meta, pieces: &[&str], usage: Usage) -> Events {
         &AnMessageDelta {
             kind: "message_delta",
             delta: AnStop {
-                stop_reason: "end_turn",
+                stop_reason: if tool.is_some() {
+                    "tool_use"
+                } else {
+                    "end_turn"
+                },
                 stop_sequence: None,
             },
             usage: AnOutputUsage {
@@ -635,6 +878,117 @@ mod tests {
                 "content":[{"type":"text","text":"x y"}],"stop_reason":"end_turn","stop_sequence":null,
                 "usage":{"input_tokens":1,"output_tokens":2}})
         );
+    }
+
+    fn call() -> ToolCall {
+        ToolCall {
+            name: "get_weather".into(),
+            arguments: r#"{"city": "Paris"}"#.into(),
+            input: json!({"city": "Paris"}),
+        }
+    }
+
+    #[test]
+    fn openai_tool_call_bodies() {
+        let usage = Usage {
+            input: 5,
+            output: 2,
+        };
+        let body: Value =
+            serde_json::from_slice(&openai_tool_completion(&META, "call_1", &call(), usage))
+                .unwrap();
+        assert_eq!(
+            body,
+            json!({"id":"id1","object":"chat.completion","created":7,"model":"m",
+                "choices":[{"index":0,"message":{"role":"assistant","content":null,
+                    "tool_calls":[{"id":"call_1","type":"function",
+                        "function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]},
+                    "finish_reason":"tool_calls"}],
+                "usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}})
+        );
+        let pieces = ["{\"city\": ", "\"Paris\"}"];
+        let ev = events(&openai_tool_stream(
+            &META,
+            "call_1",
+            "get_weather",
+            &pieces,
+            usage,
+            true,
+        ));
+        assert_eq!(ev.len(), 6);
+        assert_eq!(
+            data(&ev[0])["choices"][0]["delta"],
+            json!({"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function",
+                "function":{"name":"get_weather","arguments":""}}]})
+        );
+        assert_eq!(
+            data(&ev[1])["choices"][0]["delta"],
+            json!({"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]})
+        );
+        let args: String = ev[..3]
+            .iter()
+            .map(|e| {
+                data(e)["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(args, r#"{"city": "Paris"}"#);
+        assert_eq!(data(&ev[3])["choices"][0]["delta"], json!({}));
+        assert_eq!(data(&ev[3])["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(data(&ev[4])["usage"]["completion_tokens"], 2);
+        assert_eq!(ev[5], "data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn anthropic_tool_call_bodies() {
+        let usage = Usage {
+            input: 5,
+            output: 2,
+        };
+        let body: Value =
+            serde_json::from_slice(&anthropic_tool_message(&META, "toolu_1", &call(), usage))
+                .unwrap();
+        assert_eq!(
+            body,
+            json!({"id":"id1","type":"message","role":"assistant","model":"m",
+                "content":[{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}],
+                "stop_reason":"tool_use","stop_sequence":null,
+                "usage":{"input_tokens":5,"output_tokens":2}})
+        );
+        let pieces = ["{\"city\": ", "\"Paris\"}"];
+        let ev = events(&anthropic_tool_stream(
+            &META,
+            "toolu_1",
+            "get_weather",
+            &pieces,
+            usage,
+        ));
+        assert_eq!(ev.len(), 8);
+        assert_eq!(
+            data(&ev[1]),
+            json!({"type":"content_block_start","index":0,
+                "content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}})
+        );
+        assert_eq!(
+            data(&ev[3]),
+            json!({"type":"content_block_delta","index":0,
+                "delta":{"type":"input_json_delta","partial_json":"{\"city\": "}})
+        );
+        let json_text: String = ev[3..5]
+            .iter()
+            .map(|e| {
+                data(e)["delta"]["partial_json"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(json_text, r#"{"city": "Paris"}"#);
+        assert_eq!(data(&ev[6])["delta"]["stop_reason"], "tool_use");
+        assert_eq!(data(&ev[6])["usage"]["output_tokens"], 2);
+        assert!(ev[7].starts_with("event: message_stop\n"));
     }
 
     #[test]

@@ -392,3 +392,118 @@ fn embeddings() {
     let r = post(addr, "/v1/embeddings", &[], &json!({"input":[1,2]}));
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn tool_calls_round_trip() {
+    let addr = start();
+    let ask = "TOOL:get_weather {\"city\":\"Paris\"}";
+
+    // OpenAI: the call, non-streaming then streaming (character chunks).
+    let tools = json!([{"type":"function","function":{"name":"get_weather",
+        "parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]);
+    let body = json!({"model":"gpt-test","tools":tools,"messages":[{"role":"user","content":ask}]});
+    let v = post(addr, "/v1/chat/completions", &[], &body).json();
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(v["usage"]["completion_tokens"], 1);
+
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let r = post(
+        addr,
+        "/v1/chat/completions",
+        &[("x-mock-chunk-chars", "4"), ("x-mock-write-bytes", "7")],
+        &streaming,
+    );
+    assert!(r.complete);
+    let events = sse(&r.text());
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    let first = &chunks[0]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(first["function"]["name"], "get_weather");
+    let call_id = first["id"].as_str().unwrap().to_string();
+    let args: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, "{\"city\":\"Paris\"}");
+    // role chunk, 4 pieces of 4 characters, finish chunk, usage chunk
+    assert_eq!(chunks.len(), 7);
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "tool_calls");
+
+    // The tool result gets the final answer.
+    let body = json!({"model":"gpt-test","tools":tools,"messages":[
+        {"role":"user","content":ask},
+        {"role":"assistant","content":null,"tool_calls":[{"id":call_id,"type":"function",
+            "function":{"name":"get_weather","arguments":args}}]},
+        {"role":"tool","tool_call_id":call_id,"content":"18 degrees"}]});
+    let v = post(addr, "/v1/chat/completions", &[], &body).json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "tool result: 18 degrees"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    // Anthropic: the same round trip.
+    let tools = json!([{"name":"get_weather","input_schema":{"type":"object"}}]);
+    let body = json!({"model":"claude-test","max_tokens":100,"tools":tools,
+        "messages":[{"role":"user","content":ask}]});
+    let v = post(addr, "/v1/messages", &[], &body).json();
+    assert_eq!(v["stop_reason"], "tool_use");
+    let block = &v["content"][0];
+    assert_eq!(block["type"], "tool_use");
+    assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
+    assert_eq!(block["input"], json!({"city":"Paris"}));
+
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    let r = post(addr, "/v1/messages", &[], &streaming);
+    let events = sse(&r.text());
+    let start = events
+        .iter()
+        .find(|(e, _)| e.as_deref() == Some("content_block_start"))
+        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap())
+        .unwrap();
+    assert_eq!(start["content_block"]["type"], "tool_use");
+    assert_eq!(start["content_block"]["input"], json!({}));
+    let tool_id = start["content_block"]["id"].as_str().unwrap().to_string();
+    let partial: String = events
+        .iter()
+        .filter(|(e, _)| e.as_deref() == Some("content_block_delta"))
+        .map(|(_, d)| {
+            let d: Value = serde_json::from_str(d).unwrap();
+            assert_eq!(d["delta"]["type"], "input_json_delta");
+            d["delta"]["partial_json"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(partial, "{\"city\":\"Paris\"}");
+    let delta = events
+        .iter()
+        .find(|(e, _)| e.as_deref() == Some("message_delta"))
+        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap())
+        .unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+
+    let body = json!({"model":"claude-test","max_tokens":100,"tools":tools,"messages":[
+        {"role":"user","content":ask},
+        {"role":"assistant","content":[{"type":"tool_use","id":tool_id,"name":"get_weather",
+            "input":{"city":"Paris"}}]},
+        {"role":"user","content":[{"type":"tool_result","tool_use_id":tool_id,
+            "content":[{"type":"text","text":"18 degrees"}]}]}]});
+    let v = post(addr, "/v1/messages", &[], &body).json();
+    assert_eq!(
+        v["content"],
+        json!([{"type":"text","text":"tool result: 18 degrees"}])
+    );
+    assert_eq!(v["stop_reason"], "end_turn");
+}

@@ -244,7 +244,8 @@ pub fn ecds_resource(opts: &Options, plugin_config: &str) -> String {
                         "@type": "type.googleapis.com/google.protobuf.StringValue",
                         "value": plugin_config
                     },
-                    "allow_on_headers_stop_iteration": true
+                    "allow_on_headers_stop_iteration": true,
+                    "failure_policy": "FAIL_RELOAD"
                 }
             }
         }]
@@ -498,6 +499,9 @@ impl Stack {
             .arg(&yaml_path)
             .args(["--concurrency", &opts.concurrency.to_string()])
             .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+            // Audit lines reach the file within ~0.5 s (Envoy's default
+            // flush interval is 10 s).
+            .args(["--file-flush-interval-msec", "500"])
             .arg("--use-dynamic-base-id")
             .envs(opts.envoy_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         stack

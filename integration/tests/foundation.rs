@@ -140,8 +140,8 @@ fn valid_request_reaches_the_mock_unchanged() {
 }
 
 #[test]
-fn other_paths_pass_through_untouched() {
-    let s = stack(json!({}));
+fn other_paths_pass_through_untouched_when_configured() {
+    let s = stack(json!({"other_paths": "pass"}));
     let r = s.send(&Request::post_json(
         "/v1/embeddings",
         &json!({"model":"e","input":"hello world"}),

@@ -116,3 +116,142 @@ fn filtering_off_leaves_responses_alone() {
     ));
     assert!(r.text().contains("jane.doe@example.com"));
 }
+
+// ------------------------------------------------------ issue 14, items 12-14
+
+fn tool_request(api: &str, stream: bool) -> Request {
+    let args = r#"{"city":"Paris","contact":"jane.doe@example.com","token":"ghp_abcdefghijklmnopqrstuvwxyz0123456789"}"#;
+    let text = format!("TOOL:get_weather {args}");
+    match api {
+        "openai" => Request::openai(json!({"model": "gpt-4o", "stream": stream,
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+            "messages": [{"role": "user", "content": text}]})),
+        _ => Request::anthropic(
+            json!({"model": "claude-haiku-4-5", "stream": stream, "max_tokens": 200,
+            "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": text}]}),
+        ),
+    }
+}
+
+/// The tool-call arguments of a response, streamed or not.
+fn tool_arguments(api: &str, body: &str, stream: bool) -> String {
+    if !stream {
+        let j: serde_json::Value = serde_json::from_str(body).unwrap();
+        return match api {
+            "openai" => j["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => j["content"][0]["input"].to_string(),
+        };
+    }
+    let mut out = String::new();
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+            continue;
+        };
+        if let Some(calls) = v["choices"][0]["delta"]["tool_calls"].as_array() {
+            for c in calls {
+                out.push_str(c["function"]["arguments"].as_str().unwrap_or(""));
+            }
+        }
+        if v["delta"]["type"] == "input_json_delta" {
+            out.push_str(v["delta"]["partial_json"].as_str().unwrap_or(""));
+        }
+    }
+    out
+}
+
+#[test]
+fn streamed_tool_call_arguments_are_filtered_at_any_split() {
+    // The request guard off: the secrets must reach the mock's tool call.
+    let s = stack(json!({"guard": {"disabled": true}}));
+    for api in ["openai", "anthropic"] {
+        for chars in ["1", "3", "7"] {
+            let r = s.send(
+                &tool_request(api, true)
+                    .header("x-mock-chunk-chars", chars)
+                    .header("x-mock-write-bytes", "5"),
+            );
+            assert_eq!(r.status, 200, "{api}");
+            let text = r.text();
+            assert!(
+                !text.contains("jane.doe@example.com"),
+                "{api} {chars}: {text}"
+            );
+            assert!(
+                !text.contains("ghp_abcdefghijklmnopqrstuvwxyz"),
+                "{api} {chars}"
+            );
+            let args = tool_arguments(api, &text, true);
+            let parsed: serde_json::Value = serde_json::from_str(&args)
+                .unwrap_or_else(|e| panic!("{api} {chars}: {e}: {args}"));
+            assert_eq!(parsed["city"], "Paris");
+            assert_ne!(parsed["contact"], "jane.doe@example.com");
+        }
+        let r = s.send(&tool_request(api, false));
+        let plain = tool_arguments(api, &r.text(), false);
+        assert!(!plain.contains("jane.doe@example.com"), "{api}: {plain}");
+    }
+}
+
+#[test]
+fn an_event_too_large_to_filter_ends_the_stream_with_an_error() {
+    let s = stack(json!({"max_body_bytes": 4194304, "guard": {"disabled": true}}));
+    let word = format!("x{}jane.doe@example.com", "y".repeat(1_100_000));
+    for api in ["openai", "anthropic"] {
+        let req = match api {
+            "openai" => Request::openai(json!({"model": "gpt-4o", "stream": true,
+                "messages": [{"role": "user", "content": format!("REPLY: {word}")}]})),
+            _ => Request::anthropic(
+                json!({"model": "claude-haiku-4-5", "stream": true, "max_tokens": 10,
+                "messages": [{"role": "user", "content": format!("REPLY: {word}")}]}),
+            ),
+        };
+        let r = s.send(&req);
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        assert!(
+            !text.contains("jane.doe@example.com"),
+            "{api}: unfiltered bytes passed"
+        );
+        assert!(text.len() < 100_000, "{api}: {} bytes passed", text.len());
+        assert!(
+            text.contains("response_unfilterable") || text.contains("could not be filtered"),
+            "{api}: {text}"
+        );
+    }
+    assert!(s
+        .metric(
+            "llmgate_response_filter_failures_total",
+            &[("reason", "event_too_large")]
+        )
+        .is_some_and(|v| v >= 2.0));
+}
+
+#[test]
+fn a_blocked_stream_is_never_cached() {
+    let s = stack(json!({
+        "response_filter": {"enabled": true, "secrets": {"default": "block"}},
+        "cache": {"enabled": true, "ttl_s": 60}
+    }));
+    let req = Request::openai(json!({"model": "gpt-4o", "stream": true, "temperature": 0,
+        "messages": [{"role": "user", "content": "tell me"}]}));
+    queue(&s, 2);
+    for _ in 0..2 {
+        let r = s.send(&req);
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("x-llmgate-cache"), Some("hit"));
+        let text = r.text();
+        assert!(text.contains("response_blocked"), "{text}");
+        assert!(!text.contains("ghp_abcdefghijklmnop"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(s.mock_requests(Mock::Primary), 2);
+    let keys = s.redis(&["KEYS", "llmgate:*"]).strings();
+    assert!(keys.iter().all(|k| !k.contains("cache")), "{keys:?}");
+}

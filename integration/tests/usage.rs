@@ -212,11 +212,9 @@ fn a_model_without_a_price_counts_as_cost_unknown() {
     assert_eq!(r.header("x-llmgate-tokens-in"), Some("2"));
     let lines = s.wait_audit(1);
     assert!(lines[0]["cost_usd"].is_null());
+    // A model the configuration does not name is labelled `other`.
     assert_eq!(
-        s.metric(
-            "llmgate_cost_unknown_total",
-            &[("model", "my-private-model")]
-        ),
+        s.metric("llmgate_cost_unknown_total", &[("model", "other")]),
         Some(1.0)
     );
 }

@@ -78,6 +78,14 @@ pub const DEFAULT_CAS_RETRIES: u32 = 16;
 pub const DEFAULT_MAX_SCOPES_PER_BUCKET: usize = 2048;
 /// Prefix of the bucket keys.
 pub const BUCKET_KEY_PREFIX: &str = "llmgate:budget:";
+/// Prefix of the per-key end-user bucket keys (`llmgate:users:<key>:<i>`).
+pub const USER_BUCKET_KEY_PREFIX: &str = "llmgate:users:";
+/// Default `max_users_per_key`.
+pub const DEFAULT_MAX_USERS_PER_KEY: u32 = 1000;
+/// End users per user bucket, about: a key with `max_users_per_key` M has
+/// ceil(M / 128) user buckets (at most 1024).
+const USERS_PER_BUCKET_TARGET: u32 = 128;
+const MAX_USER_BUCKETS: u32 = 1024;
 
 const MICROS_PER_USD: f64 = 1_000_000.0;
 /// Largest accepted USD limit (keeps micro-USD far from `u64::MAX`).
@@ -364,6 +372,11 @@ impl CompiledLimits {
         self.tracked() == Tracked::default()
     }
 
+    /// Whether a dollar limit is set.
+    pub fn has_dollars(&self) -> bool {
+        self.micro_usd_per_day.is_some() || self.micro_usd_per_month.is_some()
+    }
+
     fn tracked(&self) -> Tracked {
         Tracked {
             minute: self.requests_per_minute.is_some() || self.tokens_per_minute.is_some(),
@@ -382,7 +395,11 @@ pub struct BudgetOptions {
     /// Number of bucket keys (1..=4096). Changing it remaps scopes, which
     /// resets their counters.
     pub buckets: u32,
+    /// Cap on the key/tenant scopes of a global bucket (they come from the
+    /// configuration, so this is only a safety net).
     pub max_scopes_per_bucket: usize,
+    /// End users tracked per key with user limits (`max_users_per_key`).
+    pub max_users_per_key: u32,
 }
 
 impl Default for BudgetOptions {
@@ -392,6 +409,7 @@ impl Default for BudgetOptions {
             cas_retries: DEFAULT_CAS_RETRIES,
             buckets: DEFAULT_BUCKETS,
             max_scopes_per_bucket: DEFAULT_MAX_SCOPES_PER_BUCKET,
+            max_users_per_key: DEFAULT_MAX_USERS_PER_KEY,
         }
     }
 }
@@ -546,6 +564,12 @@ pub enum DenialReason {
     Limit(LimitExceeded),
     /// 503: shared data failed and the failure mode is `closed`.
     StoreUnavailable,
+    /// 429: the key already tracks `max_users_per_key` end users (this
+    /// user's bucket is full) in the current windows.
+    TooManyUsers,
+    /// 429 (`retry-after: 1`): every CAS attempt lost against other writers;
+    /// the request is never admitted without its reservation.
+    Contention,
 }
 
 /// A refused request.
@@ -562,7 +586,7 @@ impl Denial {
     /// 429 for a limit, 503 for a shared-data failure.
     pub fn status(&self) -> u16 {
         match self.reason {
-            DenialReason::Limit(_) => 429,
+            DenialReason::Limit(_) | DenialReason::TooManyUsers | DenialReason::Contention => 429,
             DenialReason::StoreUnavailable => 503,
         }
     }
@@ -571,7 +595,8 @@ impl Denial {
     pub fn retry_after_s(&self) -> u64 {
         match &self.reason {
             DenialReason::Limit(l) => l.retry_after_s,
-            DenialReason::StoreUnavailable => 1,
+            DenialReason::StoreUnavailable | DenialReason::Contention => 1,
+            DenialReason::TooManyUsers => 60,
         }
     }
 }
@@ -934,28 +959,112 @@ enum UpdateError<D> {
 #[derive(Debug, Clone, Default)]
 pub struct Budgets {
     opts: BudgetOptions,
+    /// Keys with user limits, in order: their user buckets follow the
+    /// global ones in the bucket number space.
+    user_keys: Vec<String>,
+    user_key_index: std::collections::HashMap<String, u32>,
+    /// User buckets per key, and end users per user bucket.
+    user_buckets: u32,
+    users_per_bucket: usize,
 }
 
 impl Budgets {
     pub fn new(opts: BudgetOptions) -> Self {
         let mut opts = opts;
         opts.buckets = opts.buckets.clamp(1, 4096);
-        Self { opts }
+        let m = opts.max_users_per_key.max(1);
+        let user_buckets = m
+            .div_ceil(USERS_PER_BUCKET_TARGET)
+            .clamp(1, MAX_USER_BUCKETS);
+        let users_per_bucket = usize::try_from(m.div_ceil(user_buckets)).unwrap_or(usize::MAX);
+        Self {
+            opts,
+            user_keys: Vec::new(),
+            user_key_index: std::collections::HashMap::new(),
+            user_buckets,
+            users_per_bucket,
+        }
+    }
+
+    /// Declares the keys whose end users are tracked (keys with
+    /// `user_limits`): each gets its own user buckets.
+    pub fn with_user_keys(mut self, keys: impl IntoIterator<Item = String>) -> Self {
+        for k in keys {
+            if self.user_key_index.contains_key(&k) {
+                continue;
+            }
+            let i = u32::try_from(self.user_keys.len()).unwrap_or(u32::MAX);
+            self.user_key_index.insert(k.clone(), i);
+            self.user_keys.push(k);
+        }
+        self
+    }
+
+    /// The end users a key may have in its current windows, at most.
+    pub fn max_users_per_key(&self) -> usize {
+        usize::try_from(self.user_buckets)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.users_per_bucket)
     }
 
     pub fn options(&self) -> &BudgetOptions {
         &self.opts
     }
 
-    /// Key of bucket `i`.
+    /// Key of global bucket `i`.
     pub fn bucket_key(i: u32) -> String {
         format!("{BUCKET_KEY_PREFIX}{i}")
     }
 
+    /// Key of bucket number `b`: a global bucket, or a key's user bucket.
+    fn key_of(&self, b: u32) -> String {
+        match b.checked_sub(self.opts.buckets) {
+            None => Self::bucket_key(b),
+            Some(j) => {
+                let per = self.user_buckets.max(1);
+                let key = self
+                    .user_keys
+                    .get(usize::try_from(j / per).unwrap_or(usize::MAX))
+                    .map_or("", String::as_str);
+                format!("{USER_BUCKET_KEY_PREFIX}{key}:{}", j % per)
+            }
+        }
+    }
+
+    /// The global bucket of a scope name.
     fn bucket_of(&self, name: &str) -> u32 {
         let n = u64::from(self.opts.buckets.max(1));
         let i = fnv1a64(name.as_bytes()).checked_rem(n).unwrap_or(0);
         u32::try_from(i).unwrap_or(0)
+    }
+
+    /// The bucket of a scope: end users of a declared key live in that
+    /// key's user buckets, everything else in the global ones.
+    fn bucket_of_scope(&self, scope: &ScopeId, name: &str) -> u32 {
+        if let ScopeId::User { key, .. } = scope {
+            if let Some(k) = self.user_key_index.get(key) {
+                let per = self.user_buckets.max(1);
+                let sub = fnv1a64(name.as_bytes())
+                    .checked_rem(u64::from(per))
+                    .and_then(|v| u32::try_from(v).ok())
+                    .unwrap_or(0);
+                return self
+                    .opts
+                    .buckets
+                    .saturating_add(k.saturating_mul(per))
+                    .saturating_add(sub);
+            }
+        }
+        self.bucket_of(name)
+    }
+
+    /// The cap on scopes in bucket `b`.
+    fn cap_of(&self, b: u32) -> usize {
+        if b >= self.opts.buckets {
+            self.users_per_bucket
+        } else {
+            self.opts.max_scopes_per_bucket
+        }
     }
 
     /// Creates every bucket key that is missing (and resets corrupt ones).
@@ -963,8 +1072,11 @@ impl Budgets {
     /// write, so it must not race with request-path updates. Existing
     /// buckets are kept, so counters survive a configuration reload.
     pub fn init(&self, store: &dyn SharedStore) -> Result<(), StoreFailure> {
-        for i in 0..self.opts.buckets {
-            ensure_key(store, &Self::bucket_key(i), EMPTY_BUCKET, |v| {
+        let users = u32::try_from(self.user_keys.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(self.user_buckets);
+        for i in 0..self.opts.buckets.saturating_add(users) {
+            ensure_key(store, &self.key_of(i), EMPTY_BUCKET, |v| {
                 parse_bucket(v).is_some()
             })?;
         }
@@ -980,7 +1092,8 @@ impl Budgets {
         ids: &WindowIds,
         mut f: impl FnMut(&mut Bucket) -> Result<T, D>,
     ) -> Result<T, UpdateError<D>> {
-        let key = Self::bucket_key(bucket);
+        let key = self.key_of(bucket);
+        let cap = self.cap_of(bucket);
         let mut attempts = self.opts.cas_retries.saturating_add(1);
         while attempts > 0 {
             attempts = attempts.saturating_sub(1);
@@ -1001,7 +1114,7 @@ impl Budgets {
             let scopes_before = data.s.len();
             let out = f(&mut data).map_err(UpdateError::Abort)?;
             let scopes_after = data.s.len();
-            if scopes_after > scopes_before && scopes_after > self.opts.max_scopes_per_bucket {
+            if scopes_after > scopes_before && scopes_after > cap {
                 return Err(UpdateError::Store(StoreFailureKind::Full));
             }
             let Ok(bytes) = serde_json::to_vec(&data) else {
@@ -1047,7 +1160,7 @@ impl Budgets {
                 continue;
             }
             let name = scope.storage_name();
-            let b = self.bucket_of(&name);
+            let b = self.bucket_of_scope(scope, &name);
             match groups.iter_mut().find(|(gb, _)| *gb == b) {
                 Some((_, members)) => members.push((i, name)),
                 None => groups.push((b, vec![(i, name)])),
@@ -1110,9 +1223,26 @@ impl Budgets {
                 }
                 Err(UpdateError::Store(kind)) => {
                     failures.push(StoreFailure {
-                        key: Self::bucket_key(*bucket),
+                        key: self.key_of(*bucket),
                         kind,
                     });
+                    // Never admitted without a reservation: a full user bucket
+                    // or lost CAS races refuse, whatever the failure mode.
+                    let refusal = match kind {
+                        StoreFailureKind::Full if *bucket >= self.opts.buckets => {
+                            Some(DenialReason::TooManyUsers)
+                        }
+                        StoreFailureKind::RetriesExhausted => Some(DenialReason::Contention),
+                        _ => None,
+                    };
+                    if let Some(reason) = refusal {
+                        failures.extend(self.rollback(store, &ids, &parts, estimate));
+                        return Err(Denial {
+                            reason,
+                            rate_limit,
+                            store_failures: failures,
+                        });
+                    }
                     if self.opts.failure_mode == FailureMode::Closed {
                         failures.extend(self.rollback(store, &ids, &parts, estimate));
                         return Err(Denial {
@@ -1176,7 +1306,7 @@ impl Budgets {
             });
             if let Err(UpdateError::Store(kind)) = r {
                 failures.push(StoreFailure {
-                    key: Self::bucket_key(bucket),
+                    key: self.key_of(bucket),
                     kind,
                 });
             }
@@ -1281,7 +1411,7 @@ impl Budgets {
             });
             if let Err(UpdateError::Store(kind)) = r {
                 report.store_failures.push(StoreFailure {
-                    key: Self::bucket_key(bucket),
+                    key: self.key_of(bucket),
                     kind,
                 });
             }
@@ -1300,7 +1430,7 @@ impl Budgets {
     ) -> Result<RateLimitInfo, StoreFailure> {
         let ids = WindowIds::at_ms(clock.now_ms());
         let name = scope.storage_name();
-        let key = Self::bucket_key(self.bucket_of(&name));
+        let key = self.key_of(self.bucket_of_scope(scope, &name));
         let fail = |kind| StoreFailure {
             key: key.clone(),
             kind,
@@ -1855,37 +1985,85 @@ mod tests {
     }
 
     #[test]
-    fn cas_retries_exhausted_follow_the_failure_mode() {
+    fn cas_retries_exhausted_refuse_whatever_the_failure_mode() {
+        // Contention is not a broken store: admitting without a reservation
+        // would let concurrent requests overshoot a limit.
         let l = limits(r#"{"requests_per_minute": 10}"#);
-        let (b, store, clock) = setup(FailureMode::Open);
-        store.inject_conflicts(DEFAULT_CAS_RETRIES + 1);
-        let r = b
-            .reserve(&store, &clock, &[(key("a"), &l)], est(1, 0))
-            .unwrap();
-        assert!(r.degraded());
-        assert_eq!(r.store_failures[0].kind, StoreFailureKind::RetriesExhausted);
-        assert_eq!(minute(&b, &store, &key("a")).requests, 0);
-        // Settling a degraded reservation charges the usage, releases nothing.
-        b.settle(
-            &store,
-            &clock,
-            &r,
-            Actual {
-                tokens: 7,
-                micro_usd: Some(0),
-            },
-        );
-        let w = minute(&b, &store, &key("a"));
-        assert_eq!((w.requests, w.tokens_used, w.tokens_reserved), (0, 7, 0));
+        for mode in [FailureMode::Open, FailureMode::Closed] {
+            let (b, store, clock) = setup(mode);
+            store.inject_conflicts(DEFAULT_CAS_RETRIES + 1);
+            let d = b
+                .reserve(&store, &clock, &[(key("a"), &l)], est(1, 0))
+                .unwrap_err();
+            assert_eq!(d.reason, DenialReason::Contention);
+            assert_eq!((d.status(), d.retry_after_s()), (429, 1));
+            assert_eq!(d.store_failures[0].kind, StoreFailureKind::RetriesExhausted);
+            assert_eq!(minute(&b, &store, &key("a")).requests, 0);
+        }
+    }
 
-        let (b, store, clock) = setup(FailureMode::Closed);
-        store.inject_conflicts(DEFAULT_CAS_RETRIES + 1);
+    #[test]
+    fn end_users_are_bounded_per_key_and_never_displace_key_limits() {
+        let b = Budgets::new(BudgetOptions {
+            max_users_per_key: 10,
+            ..BudgetOptions::default()
+        })
+        .with_user_keys(["k".to_string()]);
+        assert_eq!(b.max_users_per_key(), 10);
+        let store = FakeStore::new();
+        b.init(&store).unwrap();
+        let clock = FakeClock::at(ms(JAN_1_2024_S + 10));
+        let kl = limits(r#"{"requests_per_minute": 1000}"#);
+        let ul = limits(r#"{"requests_per_minute": 5}"#);
+        let mut admitted = 0;
+        let mut too_many = 0;
+        for i in 0..200 {
+            let user = ScopeId::User {
+                key: "k".into(),
+                user: format!("u{i}"),
+            };
+            match b.reserve(&store, &clock, &[(key("k"), &kl), (user, &ul)], est(1, 0)) {
+                Ok(r) => {
+                    assert!(!r.degraded());
+                    admitted += 1;
+                }
+                Err(d) => {
+                    assert_eq!(d.reason, DenialReason::TooManyUsers);
+                    assert_eq!(d.status(), 429);
+                    too_many += 1;
+                }
+            }
+        }
+        assert_eq!(admitted, 10);
+        assert_eq!(too_many, 190);
+        // The refused requests left nothing in the key's own counts.
+        assert_eq!(minute(&b, &store, &key("k")).requests, 10);
+        // A tracked user keeps working, and its limit holds.
+        let u0 = ScopeId::User {
+            key: "k".into(),
+            user: "u0".into(),
+        };
+        for _ in 0..4 {
+            b.reserve(
+                &store,
+                &clock,
+                &[(key("k"), &kl), (u0.clone(), &ul)],
+                est(1, 0),
+            )
+            .unwrap();
+        }
         let d = b
-            .reserve(&store, &clock, &[(key("a"), &l)], est(1, 0))
+            .reserve(&store, &clock, &[(key("k"), &kl), (u0, &ul)], est(1, 0))
             .unwrap_err();
-        assert_eq!(d.reason, DenialReason::StoreUnavailable);
-        assert_eq!((d.status(), d.retry_after_s()), (503, 1));
-        assert_eq!(d.store_failures[0].kind, StoreFailureKind::RetriesExhausted);
+        assert!(matches!(d.reason, DenialReason::Limit(_)));
+        // The next minute, the users' windows are over: new users fit again.
+        let clock = FakeClock::at(ms(JAN_1_2024_S + 70));
+        let fresh = ScopeId::User {
+            key: "k".into(),
+            user: "new".into(),
+        };
+        b.reserve(&store, &clock, &[(key("k"), &kl), (fresh, &ul)], est(1, 0))
+            .unwrap();
     }
 
     #[test]

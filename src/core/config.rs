@@ -47,6 +47,7 @@ use crate::core::cache::{CacheConfig, CompiledCache};
 use crate::core::cost::{PriceTable, PricingConfig};
 use crate::core::guard::{Guard, GuardConfig};
 use crate::core::keys::{KeyConfig, KeyTable};
+use crate::core::labels::Labels;
 use crate::core::prompts::{PromptConfig, Prompts};
 use crate::core::respfilter::{ResponseFilter, ResponseFilterConfig};
 use crate::core::routing::{
@@ -113,6 +114,46 @@ pub struct RawConfig {
     /// by tokens — only authentication and the request count).
     #[serde(default)]
     pub encoded_body: EncodedBody,
+    /// Requests to paths llmgate does not process: `deny` (default: 404 in
+    /// the OpenAI error shape, nothing reaches the upstream),
+    /// `authenticated` (a valid virtual key is required, the provider
+    /// credential is injected, the request counts against the key's request
+    /// limits) or `pass` (forwarded untouched).
+    #[serde(default)]
+    pub other_paths: OtherPaths,
+    /// Forward the end-user id (`x-llmgate-user`) to the upstream. Default
+    /// false: every `x-llmgate-*` request header is removed.
+    #[serde(default)]
+    pub forward_user_header: bool,
+    /// Metric label bounds.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Policy for paths other than the two LLM routes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OtherPaths {
+    #[default]
+    Deny,
+    Authenticated,
+    Pass,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Distinct values per request-derived label (model, prompt) per VM;
+    /// further values are reported as `other`.
+    pub max_label_values: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_label_values: crate::core::labels::DEFAULT_MAX_LABEL_VALUES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -141,6 +182,10 @@ pub struct BudgetsConfig {
     pub default_max_tokens: u64,
     /// Compare-and-swap attempts per shared-data update.
     pub cas_retries: u32,
+    /// Distinct end users (`x-llmgate-user`) tracked per key with
+    /// `user_limits`; a request from a further user is refused (429
+    /// `too_many_users`) until a tracked user's windows expire.
+    pub max_users_per_key: u32,
 }
 
 impl Default for BudgetsConfig {
@@ -149,6 +194,7 @@ impl Default for BudgetsConfig {
             failure_mode: FailureMode::Open,
             default_max_tokens: 256,
             cas_retries: 16,
+            max_users_per_key: 1000,
         }
     }
 }
@@ -221,6 +267,9 @@ impl Default for RawConfig {
             guard: GuardConfig::default(),
             response_filter: ResponseFilterConfig::default(),
             encoded_body: EncodedBody::Reject,
+            other_paths: OtherPaths::Deny,
+            forward_user_header: false,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -250,9 +299,27 @@ pub struct Config {
     pub guard: Guard,
     pub response_filter: ResponseFilter,
     pub encoded_body: EncodedBody,
+    pub other_paths: OtherPaths,
+    pub forward_user_header: bool,
+    /// Known names for metric labels.
+    pub labels: Labels,
+    pub max_users_per_key: u32,
 }
 
 impl Config {
+    /// Whether any dollar limit applies to this identity (key, its end
+    /// users, or its tenant).
+    pub fn dollar_limits_apply(&self, key_id: &str, tenant: &str, user: bool) -> bool {
+        let key = self
+            .keys
+            .by_id(key_id)
+            .is_some_and(|k| k.limits.has_dollars() || (user && k.user_limits.has_dollars()));
+        key || self
+            .tenant_limits
+            .get(tenant)
+            .is_some_and(CompiledLimits::has_dollars)
+    }
+
     /// Parses and validates a JSON configuration. An empty input means "all
     /// defaults".
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -368,8 +435,14 @@ impl Config {
         let budgets = Budgets::new(BudgetOptions {
             failure_mode: raw.budgets.failure_mode,
             cas_retries: raw.budgets.cas_retries,
+            max_users_per_key: raw.budgets.max_users_per_key,
             ..BudgetOptions::default()
-        });
+        })
+        .with_user_keys(
+            keys.iter()
+                .filter(|k| !k.user_limits.is_empty())
+                .map(|k| k.id.clone()),
+        );
         let upstreams = compile_upstreams(&raw.upstreams)?;
         let breaker = match &raw.breaker {
             Some(b) => Some(Breaker::new(b.compile().map_err(|e| e.under("breaker"))?)),
@@ -380,7 +453,44 @@ impl Config {
         let prompts = Prompts::compile(&raw.prompts)?;
         let guard = raw.guard.compile().map_err(|e| e.under("guard"))?;
         let response_filter = raw.response_filter.compile()?;
+        if raw.metrics.max_label_values == 0 || raw.metrics.max_label_values > 100_000 {
+            return Err(ConfigError::new(
+                "metrics.max_label_values",
+                "must be between 1 and 100000",
+            ));
+        }
+        if raw.budgets.max_users_per_key == 0 || raw.budgets.max_users_per_key > 1_000_000 {
+            return Err(ConfigError::new(
+                "budgets.max_users_per_key",
+                "must be between 1 and 1000000",
+            ));
+        }
+        let prices = raw.pricing.compile()?;
+        let mut models: Vec<String> = prices.names().map(str::to_string).collect();
+        for k in &raw.keys {
+            models.extend(k.models.iter().flatten().cloned());
+        }
+        for u in &raw.upstreams {
+            for (from, to) in &u.model_map {
+                models.push(from.clone());
+                models.push(to.clone());
+            }
+        }
+        for r in &raw.model_routing {
+            models.push(r.model.clone());
+            models.extend(r.models.iter().cloned());
+        }
+        let mut prompt_names: Vec<String> = Vec::new();
+        for (id, p) in &raw.prompts {
+            prompt_names.push(id.clone());
+            prompt_names.extend(p.versions.keys().cloned());
+        }
+        let labels = Labels::new(models, prompt_names, raw.metrics.max_label_values);
         Ok(Config {
+            other_paths: raw.other_paths,
+            forward_user_header: raw.forward_user_header,
+            labels,
+            max_users_per_key: raw.budgets.max_users_per_key,
             max_body_bytes: raw.max_body_bytes,
             rules_need_text: rules_need_text(&model_rules),
             upstreams,
@@ -400,7 +510,7 @@ impl Config {
             identity_header,
             openai_credential,
             anthropic_credential,
-            prices: raw.pricing.compile()?,
+            prices,
         })
     }
 }

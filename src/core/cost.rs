@@ -65,6 +65,11 @@ pub struct ModelPriceConfig {
 pub struct PricingConfig {
     #[serde(default)]
     pub models: BTreeMap<String, ModelPriceConfig>,
+    /// Price of any model not in the table. Absent (default): such a model
+    /// has no cost, and a request for it is refused (403
+    /// `model_not_priced`) when a dollar limit applies to the caller.
+    #[serde(default)]
+    pub unknown_model: Option<ModelPriceConfig>,
 }
 
 /// One model's prices, micro-USD per million tokens.
@@ -81,6 +86,8 @@ pub struct ModelPrice {
 pub struct PriceTable {
     models: HashMap<String, ModelPrice>,
     as_of: Option<String>,
+    /// `pricing.unknown_model`.
+    unknown: Option<ModelPrice>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +106,9 @@ impl PricingConfig {
         let mut table = PriceTable::defaults()?;
         for (name, price) in &self.models {
             table.insert_config(name, price, "pricing.models")?;
+        }
+        if let Some(p) = &self.unknown_model {
+            table.unknown = Some(p.compile("pricing.unknown_model")?);
         }
         Ok(table)
     }
@@ -150,6 +160,7 @@ impl PriceTable {
         let mut table = PriceTable {
             models: HashMap::with_capacity(file.models.len()),
             as_of: Some(file.as_of),
+            unknown: None,
         };
         for (name, price) in &file.models {
             table.insert_config(name, price, "data/prices.json:models")?;
@@ -207,8 +218,39 @@ impl PriceTable {
     /// The cost of `usage` on `model` in micro-USD, rounded half up;
     /// `None` when the model has no price. See the module documentation.
     pub fn cost_micro_usd(&self, model: &str, usage: &Usage) -> Option<u64> {
-        let (_, price) = self.lookup(model)?;
+        let price = match self.lookup(model) {
+            Some((_, p)) => p,
+            None => self.unknown.as_ref()?,
+        };
         Some(price.cost_micro_usd(usage))
+    }
+
+    /// Whether `model` has a price (its own, or `pricing.unknown_model`).
+    pub fn priced(&self, model: &str) -> bool {
+        self.unknown.is_some() || self.lookup(model).is_some()
+    }
+
+    /// The model names of the table.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    /// The most expensive input and output prices of the table (and of
+    /// `unknown_model`): a safe estimate when the model is not known.
+    pub fn max_price(&self) -> ModelPrice {
+        let mut m = self.unknown.unwrap_or(ModelPrice {
+            input: 0,
+            output: 0,
+            cached_input: 0,
+            cache_creation: 0,
+        });
+        for p in self.models.values() {
+            m.input = m.input.max(p.input);
+            m.output = m.output.max(p.output);
+            m.cached_input = m.cached_input.max(p.cached_input);
+            m.cache_creation = m.cache_creation.max(p.cache_creation);
+        }
+        m
     }
 }
 

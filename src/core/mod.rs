@@ -11,6 +11,7 @@ pub mod cost;
 pub mod guard;
 pub mod host;
 pub mod keys;
+pub mod labels;
 pub mod pipeline;
 pub mod prompts;
 pub mod respfilter;

@@ -230,6 +230,64 @@ pub struct StreamTracker {
     error: Option<String>,
     events: u64,
     dropped: u64,
+    /// Output tokens estimated from the content deltas seen so far.
+    delivered_out: u64,
+}
+
+/// Output tokens in one content event, estimated from the length of its
+/// delta strings (text, tool-call arguments, thinking): at least 1 for a
+/// non-empty delta (providers stream about one token per event), else about
+/// 4 characters per token. A cheap scan, no JSON parse.
+pub fn delta_tokens(data: &str) -> u64 {
+    let mut chars: u64 = 0;
+    for key in [
+        "\"content\":",
+        "\"text\":",
+        "\"partial_json\":",
+        "\"arguments\":",
+        "\"thinking\":",
+    ] {
+        let mut rest = data;
+        while let Some(i) = rest.find(key) {
+            rest = rest.get(i.saturating_add(key.len())..).unwrap_or("");
+            let value = rest.trim_start();
+            let Some(body) = value.strip_prefix('"') else {
+                continue;
+            };
+            let (n, used) = json_string_chars(body);
+            chars = chars.saturating_add(n);
+            rest = body.get(used..).unwrap_or("");
+        }
+    }
+    if chars == 0 {
+        0
+    } else {
+        chars.div_ceil(4).max(1)
+    }
+}
+
+/// Characters of a JSON string body (after its opening quote) up to the
+/// closing quote, an escape counting as one; and the bytes consumed.
+fn json_string_chars(s: &str) -> (u64, usize) {
+    let mut n: u64 = 0;
+    let mut it = s.char_indices();
+    while let Some((i, c)) = it.next() {
+        match c {
+            '"' => return (n, i.saturating_add(1)),
+            '\\' => {
+                if let Some((_, e)) = it.next() {
+                    if e == 'u' {
+                        for _ in 0..4 {
+                            it.next();
+                        }
+                    }
+                }
+                n = n.saturating_add(1);
+            }
+            _ => n = n.saturating_add(1),
+        }
+    }
+    (n, s.len())
 }
 
 impl StreamTracker {
@@ -250,7 +308,14 @@ impl StreamTracker {
             error: None,
             events: 0,
             dropped: 0,
+            delivered_out: 0,
         }
+    }
+
+    /// Output tokens estimated from the content seen so far (for charging
+    /// a stream that ends early).
+    pub fn delivered_output_tokens(&self) -> u64 {
+        self.delivered_out
     }
 
     /// Takes one event into account and says whether to forward it. Events
@@ -260,6 +325,7 @@ impl StreamTracker {
         if !event.has_data {
             return Verdict::Forward;
         }
+        self.delivered_out = self.delivered_out.saturating_add(delta_tokens(&event.data));
         let verdict = match self.api {
             Api::OpenAi => self.observe_openai(event),
             Api::Anthropic => {
@@ -446,6 +512,49 @@ fn error_label(err: &Value) -> String {
         .find_map(|k| err.get(*k).and_then(Value::as_str))
         .unwrap_or("error")
         .to_string()
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+
+    #[test]
+    fn delta_tokens_counts_content_strings_only() {
+        assert_eq!(
+            delta_tokens(r#"{"choices":[{"delta":{"content":"hello "}}]}"#),
+            2
+        );
+        assert_eq!(
+            delta_tokens(r#"{"choices":[{"delta":{"content":"a"}}]}"#),
+            1
+        );
+        assert_eq!(
+            delta_tokens(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#),
+            0
+        );
+        assert_eq!(delta_tokens(r#"{"usage":{"prompt_tokens":3}}"#), 0);
+        assert_eq!(
+            delta_tokens(
+                r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"\u00e9\"x"}}"#
+            ),
+            1
+        );
+        assert_eq!(
+            delta_tokens(
+                r#"{"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\"}"}}"#
+            ),
+            5
+        );
+        for junk in [
+            "\"content\":",
+            "\"content\":\"",
+            "\"text\": 5",
+            "\"text\":\"\\",
+            "é\"content\":\"é",
+        ] {
+            let _ = delta_tokens(junk);
+        }
+    }
 }
 
 /// The outcome of [`ensure_include_usage`].

@@ -4,7 +4,7 @@
 use super::host::{HostClock, HostStore};
 use super::metrics::Metrics;
 use super::root::{PendingStore, Stores};
-use crate::core::api::{self, Api, ApiError};
+use crate::core::api::{self, Api, ApiError, RouteKind};
 use crate::core::audit::{label, rfc3339_ms, AuditRecord};
 use crate::core::breaker::{Admission, BreakerState, Outcome};
 use crate::core::budget::{
@@ -15,7 +15,7 @@ use crate::core::cache::{
     self, ClientCache, Entry, Lookup, Plan, StreamRecorder, HEADER_BYPASS, HEADER_HIT, HEADER_MISS,
 };
 use crate::core::config::EncodedBody;
-use crate::core::config::{AuthMode, Config};
+use crate::core::config::{AuthMode, Config, OtherPaths};
 use crate::core::cost::format_usd;
 use crate::core::host::Clock;
 use crate::core::pipeline::{self, Head, Identity};
@@ -104,6 +104,17 @@ pub struct Http {
     resp_headers: Vec<(String, String)>,
     /// This VM's in-memory cache in front of Redis.
     l1: Rc<RefCell<L1>>,
+    /// The client's `x-llmgate-*` headers, removed from the request.
+    client_headers: Vec<(String, String)>,
+    /// An authenticated request on another path (`other_paths:
+    /// authenticated`): its reservation is released at the end.
+    other_path: bool,
+    /// The request body was complete and handled.
+    body_done: bool,
+    /// Estimated input tokens (for settling an interrupted stream).
+    estimated_input: u64,
+    /// The client went away before the response ended.
+    client_aborted: bool,
 }
 
 impl Http {
@@ -158,6 +169,11 @@ impl Http {
             req_headers_dirty: false,
             resp_headers: Vec::new(),
             l1,
+            client_headers: Vec::new(),
+            other_path: false,
+            body_done: false,
+            estimated_input: 0,
+            client_aborted: false,
         }
     }
 
@@ -196,6 +212,7 @@ impl Http {
     /// the end of the response, a local reply, or when the stream is torn
     /// down (`on_log`) with whatever was known.
     fn finish(&mut self) {
+        #[cfg(feature = "ablation")]
         if option_env!("LLMGATE_EXP") == Some("3") {
             return;
         }
@@ -213,7 +230,7 @@ impl Http {
             .clone()
             .or_else(|| self.model.clone())
             .unwrap_or_default();
-        let model_label = label(&model);
+        let model_label = self.model_label(&model);
         let outcome = if self.cache_hit {
             "cache_hit"
         } else if self.replied {
@@ -235,10 +252,14 @@ impl Http {
             ),
             1,
         );
-        let cost = self
-            .usage
-            .as_ref()
-            .and_then(|u| self.config.prices.cost_micro_usd(&model, u));
+        let cost = self.usage.as_ref().and_then(|u| {
+            self.config.prices.cost_micro_usd(&model, u).or_else(|| {
+                // An unparsed (encoded) request for an unpriced model is
+                // charged at the highest prices, never $0.
+                self.passthrough
+                    .then(|| self.config.prices.max_price().cost_micro_usd(u))
+            })
+        });
         let key_label = self
             .identity
             .as_ref()
@@ -285,7 +306,7 @@ impl Http {
                     tps,
                 );
             }
-            if !self.completed || self.status >= 500 {
+            if self.upstream_failed() {
                 m.incr(
                     &format!(
                         "llmgate.upstream_failures_total.cluster.{}",
@@ -297,9 +318,7 @@ impl Http {
         }
         if let Some(breaker) = &self.config.breaker {
             if !self.replied {
-                let failed =
-                    !self.completed || self.status >= 500 || self.status == 429 || self.status == 0;
-                let outcome = if failed {
+                let outcome = if self.upstream_failed() || self.status == 429 {
                     Outcome::Failure
                 } else {
                     Outcome::Success
@@ -319,7 +338,20 @@ impl Http {
         }
         if let Some(r) = self.reservation.take() {
             let ok = self.completed && !self.replied && self.status > 0 && self.status < 400;
-            let report = if ok {
+            let partial = self.partial_usage(&model);
+            let report = if let (false, Some((tokens, micro_usd))) = (ok, partial) {
+                // A stream cut short (client gone, upstream reset): what was
+                // delivered is charged, not released.
+                self.config.budgets.settle(
+                    &HostStore,
+                    &HostClock,
+                    &r,
+                    Actual {
+                        tokens,
+                        micro_usd: Some(micro_usd),
+                    },
+                )
+            } else if ok {
                 let tokens = self
                     .usage
                     .as_ref()
@@ -403,7 +435,14 @@ impl Http {
             );
         }
         if let Some(p) = &self.prompt {
-            let tag = format!("prompt.{}.version.{}", label(&p.id), label(&p.version));
+            let tag = {
+                let labels = &self.config.labels;
+                let max = labels.max_values;
+                let mut cap = self.metrics.labels.borrow_mut();
+                let id = cap.admit("prompt", labels.prompt(&p.id), max);
+                let version = cap.admit("version", labels.prompt(&p.version), max);
+                format!("prompt.{id}.version.{version}")
+            };
             m.incr(
                 &format!("llmgate.prompt_requests_total.{tag}.outcome.{outcome}"),
                 1,
@@ -459,10 +498,25 @@ impl Http {
                 Ok(s) => s,
                 Err(e) => return self.reply_error(api, &e),
             };
-            let vars = match prompts::parse_vars(self.rh("x-llmgate-prompt-vars").as_deref()) {
+            let mut vars = match prompts::parse_vars(self.rh("x-llmgate-prompt-vars").as_deref()) {
                 Ok(v) => v,
                 Err(e) => return self.reply_error(api, &e),
             };
+            // Variables are client input rendered into the system prompt:
+            // guarded like a user message.
+            match pipeline::guard_prompt_vars(&cfg.guard, &mut vars) {
+                Ok(outcome) => {
+                    self.count_guard(&outcome);
+                    self.flagged.extend(outcome.flagged.iter().copied());
+                    self.redacted.extend(outcome.redacted.iter().copied());
+                }
+                Err(e) => {
+                    self.prompt = Some(sel);
+                    self.metrics
+                        .incr("llmgate.guard_total.category.prompt_vars.action.block", 1);
+                    return self.reply_error(api, &e);
+                }
+            }
             if let Err(e) = cfg.prompts.apply(&sel, &vars, api, &mut req.body) {
                 self.prompt = Some(sel);
                 return self.reply_error(api, &e);
@@ -480,18 +534,9 @@ impl Http {
             if let Value::Object(m) = v {
                 req.body = m;
             }
-            for f in &outcome.flagged {
-                self.metrics
-                    .incr(&format!("llmgate.guard_total.category.{f}.action.flag"), 1);
-            }
-            for (e, n) in &outcome.redacted {
-                self.metrics.incr(
-                    &format!("llmgate.guard_total.entity.{e}.action.redact"),
-                    u64::from(*n),
-                );
-            }
-            self.flagged = outcome.flagged.clone();
-            self.redacted = outcome.redacted.clone();
+            self.count_guard(&outcome);
+            self.flagged.extend(outcome.flagged.iter().copied());
+            self.redacted.extend(outcome.redacted.iter().copied());
             if let Some(b) = outcome.block {
                 let what = if b.code == "pii_detected" || b.code == "secret_detected" {
                     "entity"
@@ -520,8 +565,23 @@ impl Http {
             }
         }
 
-        // Budgets: reserve the estimate before admitting.
+        // Budgets: reserve the estimate before admitting. A model without a
+        // price would count $0 against a dollar limit: refused instead.
         if cfg.budgets_enabled {
+            if let Some(who) = &self.identity {
+                if !cfg.prices.priced(&model)
+                    && cfg.dollar_limits_apply(&who.key_id, &who.tenant, who.user.is_some())
+                {
+                    return self.reply_error(
+                        api,
+                        &ApiError::new(
+                            403,
+                            "model_not_priced",
+                            format!("model {model} has no price and a dollar limit applies; set pricing.models or pricing.unknown_model"),
+                        ),
+                    );
+                }
+            }
             let est = self.estimate(api, &req.body, &model);
             if let Err(e) = self.reserve(est) {
                 return self.reply_error(api, &e);
@@ -753,12 +813,130 @@ impl Http {
 }
 
 impl Http {
-    /// A request header from the local copy (names are lowercase in Envoy).
+    /// A request header from the local copy (names are lowercase in Envoy),
+    /// including the client's `x-llmgate-*` headers removed from the request.
     fn rh(&self, name: &str) -> Option<String> {
         self.req_headers
             .iter()
+            .chain(self.client_headers.iter())
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
+    }
+
+    /// Moves every `x-llmgate-*` request header out of the request (the
+    /// client's route header is dropped outright: only llmgate routes). With
+    /// `forward_user_header`, `x-llmgate-user` stays.
+    fn strip_client_headers(&mut self) {
+        let keep_user = self.config.forward_user_header;
+        let mut kept = Vec::with_capacity(self.req_headers.len());
+        for (k, v) in std::mem::take(&mut self.req_headers) {
+            let lower = k.to_ascii_lowercase();
+            if !lower.starts_with("x-llmgate-") || (keep_user && lower == "x-llmgate-user") {
+                kept.push((k, v));
+                continue;
+            }
+            self.req_headers_dirty = true;
+            if lower != ROUTE_HEADER {
+                self.client_headers.push((lower, v));
+            }
+        }
+        self.req_headers = kept;
+    }
+
+    fn request_id_from_headers(&self) -> String {
+        self.rh("x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .unwrap_or_else(|| format!("llmgate-{}", self.context_id))
+    }
+
+    /// A path llmgate does not process: the `other_paths` policy.
+    fn on_other_path(&mut self) -> Action {
+        let policy = self.config.other_paths;
+        self.metrics.incr(
+            &format!(
+                "llmgate.other_paths_total.policy.{}",
+                match policy {
+                    OtherPaths::Deny => "deny",
+                    OtherPaths::Authenticated => "authenticated",
+                    OtherPaths::Pass => "pass",
+                }
+            ),
+            1,
+        );
+        match policy {
+            OtherPaths::Pass => {
+                self.flush_rh();
+                Action::Continue
+            }
+            OtherPaths::Deny => {
+                let err = ApiError::new(
+                    404,
+                    "not_found",
+                    "this path is not served here: llmgate accepts POST /v1/chat/completions and POST /v1/messages",
+                );
+                self.local_reply_plain(Api::OpenAi, &err)
+            }
+            OtherPaths::Authenticated => {
+                // Anthropic-style callers get the Anthropic credential.
+                let api = if self.rh("anthropic-version").is_some()
+                    || (self.rh("x-api-key").is_some() && self.rh("authorization").is_none())
+                {
+                    Api::Anthropic
+                } else {
+                    Api::OpenAi
+                };
+                let authorization = self.rh("authorization");
+                let x_api_key = self.rh("x-api-key");
+                let identity = if self.config.auth_mode == AuthMode::TrustedHeader {
+                    let name = self.config.identity_header.clone();
+                    let h = self.rh(&name);
+                    self.set_rh(&name, None);
+                    h
+                } else {
+                    None
+                };
+                let head = Head {
+                    authorization: authorization.as_deref(),
+                    x_api_key: x_api_key.as_deref(),
+                    identity: identity.as_deref(),
+                    user: None,
+                };
+                let who = match pipeline::authenticate(&self.config, &head) {
+                    Ok(who) => who,
+                    Err(e) => return self.local_reply_plain(api, &e),
+                };
+                self.identity = Some(who);
+                // Counts against the key's request limits (no tokens).
+                if self.config.budgets_enabled {
+                    if let Err(e) = self.reserve(Estimate::default()) {
+                        return self.local_reply_plain(api, &e);
+                    }
+                }
+                self.other_path = true;
+                for (name, value) in pipeline::upstream_credentials(&self.config, api) {
+                    self.set_rh(name, value.as_deref());
+                }
+                self.flush_rh();
+                Action::Continue
+            }
+        }
+    }
+
+    /// A local reply outside the LLM routes (no audit line).
+    fn local_reply_plain(&mut self, api: Api, err: &ApiError) -> Action {
+        let body = err.body(api);
+        let retry_after = err.retry_after_s.map(|s| s.to_string());
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        if let Some(r) = retry_after.as_deref() {
+            headers.push(("retry-after", r));
+        }
+        self.send_http_response(err.status, headers, Some(&body));
+        self.replied = true;
+        self.metrics.incr(
+            &format!("llmgate.rejected_total.api.other.code.{}", err.code),
+            1,
+        );
+        Action::Pause
     }
 
     /// Edits the local copy; [`Http::flush_rh`] applies every edit at once.
@@ -830,10 +1008,98 @@ impl Http {
         edits
     }
 
+    /// The bounded metric label of a model name.
+    fn model_label(&self, model: &str) -> String {
+        let labels = &self.config.labels;
+        let value = labels.model(&self.config.prices, model);
+        self.metrics
+            .labels
+            .borrow_mut()
+            .admit("model", value, labels.max_values)
+    }
+
+    /// Whether the upstream failed (5xx, no answer, a reset): never a client
+    /// that went away, so impatient clients cannot open the breaker.
+    fn upstream_failed(&self) -> bool {
+        if self.client_aborted {
+            return false;
+        }
+        !self.completed || self.status >= 500 || self.status == 0
+    }
+
+    /// Envoy's response flags say the downstream went away (connection
+    /// termination or a stream reset by the client).
+    fn downstream_gone(&self) -> bool {
+        const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
+        const DOWNSTREAM_REMOTE_RESET: u64 = 0x1000_0000;
+        let flags = self
+            .get_property(vec!["response", "flags"])
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        if flags & (DOWNSTREAM_CONNECTION_TERMINATION | DOWNSTREAM_REMOTE_RESET) != 0 {
+            return true;
+        }
+        self.get_property(vec!["response", "code_details"])
+            .is_some_and(|d| d.windows(10).any(|w| w == b"downstream"))
+    }
+
+    /// Tokens and micro-USD to charge for a streamed response that did not
+    /// complete but delivered content: input (from usage if seen, else the
+    /// estimate) plus the output counted from the deltas seen.
+    fn partial_usage(&self, model: &str) -> Option<(u64, u64)> {
+        if self.replied || self.status != 200 {
+            return None;
+        }
+        let Body::Stream { tracker, .. } = &self.body else {
+            return None;
+        };
+        let delivered = tracker.delivered_output_tokens();
+        let seen = self.usage.unwrap_or_default();
+        let output = seen.output_tokens.max(delivered);
+        if output == 0 && self.usage.is_none() {
+            return None;
+        }
+        let usage = Usage {
+            input_tokens: if self.usage.is_some() {
+                seen.input_tokens
+            } else {
+                self.estimated_input
+            },
+            output_tokens: output,
+            ..seen
+        };
+        let cost = self
+            .config
+            .prices
+            .cost_micro_usd(model, &usage)
+            .unwrap_or(0);
+        Some((usage.total_tokens(), cost))
+    }
+
+    fn count_guard(&self, outcome: &crate::core::guard::GuardOutcome) {
+        for f in &outcome.flagged {
+            self.metrics
+                .incr(&format!("llmgate.guard_total.category.{f}.action.flag"), 1);
+        }
+        for (e, n) in &outcome.redacted {
+            self.metrics.incr(
+                &format!("llmgate.guard_total.entity.{e}.action.redact"),
+                u64::from(*n),
+            );
+        }
+    }
+
     /// Tokens and dollars to reserve: estimated input plus the requested
     /// maximum output (or `budgets.default_max_tokens`).
-    fn estimate(&self, api: Api, body: &serde_json::Map<String, Value>, model: &str) -> Estimate {
+    fn estimate(
+        &mut self,
+        api: Api,
+        body: &serde_json::Map<String, Value>,
+        model: &str,
+    ) -> Estimate {
         let input = usage::estimate_input_tokens_map(api, body);
+        self.estimated_input = input;
         let output = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|f| body.get(*f).and_then(Value::as_u64))
@@ -929,6 +1195,21 @@ impl Http {
                         ApiError::new(503, "budget_store_unavailable", "budget state unavailable")
                             .with_retry_after(retry)
                     }
+                    DenialReason::TooManyUsers => ApiError::new(
+                        429,
+                        "too_many_users",
+                        "this key already tracks its maximum number of end users (budgets.max_users_per_key); retry later",
+                    )
+                    .with_retry_after(retry),
+                    DenialReason::Contention => {
+                        self.metrics.incr("llmgate.budget_contention_total", 1);
+                        ApiError::new(
+                            429,
+                            "budget_contention",
+                            "budget state is busy; retry in a second",
+                        )
+                        .with_retry_after(retry)
+                    }
                 })
             }
         }
@@ -990,27 +1271,49 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "ablation")]
         if option_env!("LLMGATE_EXP") == Some("1") {
             return Action::Continue;
         }
         // One hostcall for every header; edits are applied in one call too.
         self.req_headers = self.get_http_request_headers();
+        // Every `x-llmgate-*` header the client sent is llmgate's input, never
+        // the upstream's: kept aside here and removed from the request.
+        self.strip_client_headers();
         let method = self.rh(":method").unwrap_or_default();
         let path = self.rh(":path").unwrap_or_default();
-        let Some(api) = api::route(&method, &path) else {
-            // Only llmgate chooses the route: a client may not.
-            if self.rh(ROUTE_HEADER).is_some() {
-                self.set_http_request_header(ROUTE_HEADER, None);
+        let api = match api::classify(&method, &path) {
+            RouteKind::Llm(api) => {
+                // A lenient spelling of the route goes upstream canonical.
+                let canonical = match api {
+                    Api::OpenAi => api::OPENAI_PATH,
+                    Api::Anthropic => api::ANTHROPIC_PATH,
+                };
+                let bare = path.split(['?', '#']).next().unwrap_or(&path);
+                if bare != canonical {
+                    let query = path.find('?').and_then(|i| path.get(i..)).unwrap_or("");
+                    self.set_rh(":path", Some(&format!("{canonical}{query}")));
+                }
+                api
             }
-            return Action::Continue;
+            RouteKind::WrongMethod(api) => {
+                self.api = Some(api);
+                self.start_ms = now_ms();
+                self.request_id = self.request_id_from_headers();
+                return self.reply_error(
+                    api,
+                    &ApiError::new(
+                        405,
+                        "method_not_allowed",
+                        format!("{} accepts POST only", api.path()),
+                    ),
+                );
+            }
+            RouteKind::Other => return self.on_other_path(),
         };
-        self.set_rh(ROUTE_HEADER, None);
         self.api = Some(api);
         self.start_ms = now_ms();
-        self.request_id = self
-            .rh("x-request-id")
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .unwrap_or_else(|| format!("llmgate-{}", self.context_id));
+        self.request_id = self.request_id_from_headers();
         let authorization = self.rh("authorization");
         let x_api_key = self.rh("x-api-key");
         let user = self.rh("x-llmgate-user");
@@ -1060,6 +1363,30 @@ impl HttpContext for Http {
                 }
                 self.passthrough = true;
                 self.reason = Some("encoded_body_passthrough".to_string());
+                // Not parsed, still budgeted: the estimate comes from the
+                // body size (a compressed byte counted as a token) plus the
+                // default output, priced at the table's highest prices; the
+                // response's usage settles it.
+                if self.config.budgets_enabled {
+                    let bytes = self
+                        .rh("content-length")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(self.config.max_body_bytes);
+                    self.estimated_input = bytes;
+                    let output = self.config.default_max_tokens;
+                    let micro_usd = self.config.prices.max_price().cost_micro_usd(&Usage {
+                        input_tokens: bytes,
+                        output_tokens: output,
+                        ..Usage::default()
+                    });
+                    let est = Estimate {
+                        tokens: bytes.saturating_add(output),
+                        micro_usd,
+                    };
+                    if let Err(e) = self.reserve(est) {
+                        return self.reply_error(api, &e);
+                    }
+                }
                 for (name, value) in pipeline::upstream_credentials(&self.config, api) {
                     self.set_rh(name, value.as_deref());
                 }
@@ -1089,10 +1416,12 @@ impl HttpContext for Http {
         if !end_of_stream {
             return Action::Pause;
         }
+        self.body_done = true;
         self.on_request_body_complete(api, body_size)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "ablation")]
         if option_env!("LLMGATE_EXP") == Some("2") {
             self.api = None;
             return Action::Continue;
@@ -1253,21 +1582,39 @@ impl HttpContext for Http {
                     }
                 }
                 let unparsed = parser.take_unparsed();
-                out.extend_from_slice(&unparsed);
+                let mut unfilterable = false;
                 if let Some(f) = filter.as_mut() {
-                    if end_of_stream {
+                    if parser.overflowed() {
+                        // An event over the parser's limit cannot be
+                        // filtered: fail closed, never pass it through.
+                        if !f.ended() {
+                            unfilterable = true;
+                        }
+                        out.extend(f.fail_closed("an event exceeded the stream size limit"));
+                        changed = true;
+                    } else if end_of_stream {
                         out.extend(f.finish());
                     }
                     if f.findings != self.response_findings {
                         self.response_findings = f.findings.clone();
                     }
+                } else {
+                    out.extend_from_slice(&unparsed);
                 }
+                let filter_ended = filter.as_ref().is_some_and(|f| f.ended());
                 let first_token_now = !had_token && tracker.first_token_seen();
                 // Held-back bytes (an incomplete event) also change the chunk.
                 changed |= out.len() != chunk.len();
                 let usage_now = tracker.usage();
                 let model_now = tracker.model().map(str::to_string);
                 let done = tracker.completed();
+                if unfilterable {
+                    self.metrics.incr(
+                        "llmgate.response_filter_failures_total.reason.event_too_large",
+                        1,
+                    );
+                    self.reason = Some("response_unfilterable".to_string());
+                }
                 if changed {
                     self.set_http_response_body(0, body_size, &out);
                 }
@@ -1285,7 +1632,10 @@ impl HttpContext for Http {
                 }
                 if end_of_stream {
                     self.completed = done || self.status >= 400;
-                    if let Some(rec) = self.recorder.take() {
+                    // A stream the filter ended (blocked, unfilterable) is
+                    // never cached.
+                    let blocked = self.response_findings.blocked.is_some() || filter_ended;
+                    if let Some(rec) = self.recorder.take().filter(|_| !blocked) {
                         if let Some(entry) = rec.finish(
                             done,
                             api,
@@ -1304,7 +1654,39 @@ impl HttpContext for Http {
         }
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // The body of an LLM request ends with trailers (HTTP/2): the
+        // body-complete step never ran, so nothing was inspected. Refuse it
+        // rather than forward it unchecked.
+        match self.api {
+            Some(api) if !self.replied && !self.passthrough && !self.body_done => self.reply_error(
+                api,
+                &ApiError::new(
+                    400,
+                    "trailers_not_supported",
+                    "request trailers are not accepted on LLM routes",
+                ),
+            ),
+            _ => Action::Continue,
+        }
+    }
+
     fn on_log(&mut self) {
+        if self.api.is_some() && !self.completed && !self.replied && !self.logged {
+            self.client_aborted = self.downstream_gone();
+        }
+        if self.other_path {
+            if let Some(r) = self.reservation.take() {
+                let report = self.config.budgets.release(&HostStore, &HostClock, &r);
+                if !report.store_failures.is_empty() {
+                    self.metrics.incr(
+                        "llmgate.dependency_failures_total.dependency.shared_data",
+                        report.store_failures.len() as u64,
+                    );
+                }
+            }
+            return;
+        }
         self.finish();
     }
 }

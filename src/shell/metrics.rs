@@ -12,6 +12,8 @@ use std::collections::HashMap;
 pub struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
     pending: RefCell<HashMap<u32, u64>>,
+    /// Distinct values used per request-derived label family (capped).
+    pub labels: RefCell<crate::core::labels::LabelCap>,
 }
 
 impl Metrics {

@@ -41,7 +41,7 @@ write_ecds() {
     printf '%s' "$WASM"
     printf '%s' '"}},"environment_variables":{"host_env_keys":["LLMGATE_OPENAI_API_KEY","LLMGATE_ANTHROPIC_API_KEY"]}},"configuration":{"@type":"type.googleapis.com/google.protobuf.StringValue","value":"'
     json_string_body "$CONFIG"
-    printf '%s\n' '"},"allow_on_headers_stop_iteration":true}}}]}'
+    printf '%s\n' '"},"allow_on_headers_stop_iteration":true,"failure_policy":"FAIL_RELOAD"}}}]}'
   } > "$tmp"
   # Envoy watches the directory for a rename onto the file (atomic swap).
   mv -f "$tmp" "$ECDS_DIR/llmgate.json"

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 fn stack_with(limits: serde_json::Value, concurrency: u32) -> Stack {
     let mut opts = Options::new(&config(json!({
         "keys": [{"id": "demo", "sha256": sha256_hex(b"sk-llmgate-demo"), "tenant": "demo", "limits": limits}],
-        "budgets": {"default_max_tokens": 16}
+        "budgets": {"default_max_tokens": 16},
+        "response_headers": {"usage": true}
     })));
     opts.concurrency = concurrency;
     Stack::start(opts)

@@ -299,7 +299,8 @@ fn a_client_that_hangs_up_mid_stream_pays_for_what_was_delivered() {
     avoid_minute_boundary(20);
     let s = stack(json!({
         "keys": demo_key_with(json!({"tokens_per_minute": 100000}), json!({})),
-        "budgets": {"default_max_tokens": 1000}
+        "budgets": {"default_max_tokens": 1000},
+        "response_headers": {"usage": true}
     }));
     let remaining = |r: &llmgate_integration::HttpResponse| -> u64 {
         r.header("x-ratelimit-remaining-tokens")
@@ -350,7 +351,8 @@ fn unpriced_models_are_refused_where_a_dollar_limit_applies() {
 
     let s = stack(json!({
         "keys": demo_key_with(json!({"usd_per_day": 5}), json!({})),
-        "pricing": {"unknown_model": {"input_per_mtok": 10.0, "output_per_mtok": 30.0}}
+        "pricing": {"unknown_model": {"input_per_mtok": 10.0, "output_per_mtok": 30.0}},
+        "response_headers": {"usage": true}
     }));
     let r = s.send(&Request::openai(unpriced));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -403,7 +405,8 @@ fn contention_never_admits_without_a_reservation() {
     let limit = 3000u64;
     let s = stack(json!({
         "keys": demo_key_with(json!({"tokens_per_minute": limit}), json!({})),
-        "budgets": {"cas_retries": 1, "default_max_tokens": 16}
+        "budgets": {"cas_retries": 1, "default_max_tokens": 16},
+        "response_headers": {"usage": true}
     }));
     let port = s.ports.listen;
     let results = parallel(400, 100, move |i| {

@@ -5,7 +5,9 @@ use llmgate_integration::{config, Options, Request, Stack};
 use serde_json::json;
 
 fn stack() -> Stack {
-    Stack::start(Options::new(&config(json!({}))))
+    Stack::start(Options::new(&config(
+        json!({"response_headers": {"usage": true}}),
+    )))
 }
 
 /// Parses an SSE body into its `data:` payloads.

@@ -25,8 +25,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::budget::{ensure_key, FailureMode, StoreFailure, StoreFailureKind, DEFAULT_CAS_RETRIES};
-use super::config::ConfigError;
-use super::host::{Clock, SharedStore, StoreError};
+use super::cas::{cas_loop, Cas, CasError};
+use super::error::ConfigError;
+use super::host::{Clock, SharedStore};
 
 /// Prefix of the per-cluster keys.
 pub const BREAKER_KEY_PREFIX: &str = "llmgate:breaker:";
@@ -340,33 +341,22 @@ impl Breaker {
         key: &str,
         mut f: impl FnMut(Stored) -> Step<T>,
     ) -> Result<T, StoreFailureKind> {
-        let mut attempts = self.cfg.cas_retries.saturating_add(1);
-        while attempts > 0 {
-            attempts = attempts.saturating_sub(1);
-            let (value, cas) = match store.get(key) {
-                Ok(Some(v)) => v,
-                Ok(None) => return Err(StoreFailureKind::Missing),
-                Err(_) => return Err(StoreFailureKind::Unavailable),
-            };
-            let Some(st) = parse(&value) else {
-                let _ = store.set(key, CLOSED_STATE, Some(cas));
-                return Err(StoreFailureKind::Corrupt);
-            };
-            match f(st) {
-                Step::Done(out) => return Ok(out),
-                Step::Write(new, out) => {
-                    let Ok(bytes) = serde_json::to_vec(&new) else {
-                        return Err(StoreFailureKind::Corrupt);
-                    };
-                    match store.set(key, &bytes, Some(cas)) {
-                        Ok(()) => return Ok(out),
-                        Err(StoreError::CasMismatch) => continue,
-                        Err(StoreError::Unavailable) => return Err(StoreFailureKind::Unavailable),
-                    }
-                }
-            }
-        }
-        Err(StoreFailureKind::RetriesExhausted)
+        cas_loop(
+            store,
+            key,
+            self.cfg.cas_retries,
+            CLOSED_STATE,
+            parse,
+            |st: &Stored| serde_json::to_vec(st).ok(),
+            |st| match f(st) {
+                Step::Done(out) => Cas::Done(out),
+                Step::Write(new, out) => Cas::Write(new, out),
+            },
+        )
+        .map_err(|e: CasError<std::convert::Infallible>| match e {
+            CasError::Store(kind) => kind,
+            CasError::Abort(never) => match never {},
+        })
     }
 
     /// Decides whether a request may go to `cluster`. Closed is a single
@@ -553,7 +543,7 @@ fn record_closed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::host::{FakeClock, FakeStore};
+    use crate::core::host::{FakeClock, FakeStore, StoreError};
     use std::cell::RefCell;
 
     const C: &str = "primary";

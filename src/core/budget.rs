@@ -67,7 +67,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::ConfigError;
+use super::error::ConfigError;
 use super::host::{Clock, SharedStore, StoreError};
 
 /// Default number of bucket keys.
@@ -109,32 +109,8 @@ pub enum FailureMode {
     Closed,
 }
 
-/// Kind of a shared-data failure, for a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StoreFailureKind {
-    /// The host returned an error.
-    Unavailable,
-    /// Every CAS attempt lost against other writers.
-    RetriesExhausted,
-    /// The stored value did not parse (it has been reset).
-    Corrupt,
-    /// The key does not exist (it is created only by `init`).
-    Missing,
-    /// The bucket already holds `max_scopes_per_bucket` scopes.
-    Full,
-}
-
-impl StoreFailureKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreFailureKind::Unavailable => "unavailable",
-            StoreFailureKind::RetriesExhausted => "retries_exhausted",
-            StoreFailureKind::Corrupt => "corrupt",
-            StoreFailureKind::Missing => "missing",
-            StoreFailureKind::Full => "full",
-        }
-    }
-}
+pub use super::cas::StoreFailureKind;
+use super::cas::{cas_loop, Cas, CasError};
 
 /// A shared-data failure: which key, what kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1094,41 +1070,31 @@ impl Budgets {
     ) -> Result<T, UpdateError<D>> {
         let key = self.key_of(bucket);
         let cap = self.cap_of(bucket);
-        let mut attempts = self.opts.cas_retries.saturating_add(1);
-        while attempts > 0 {
-            attempts = attempts.saturating_sub(1);
-            let (value, cas) = match store.get(&key) {
-                Ok(Some(v)) => v,
-                Ok(None) => return Err(UpdateError::Store(StoreFailureKind::Missing)),
-                Err(_) => return Err(UpdateError::Store(StoreFailureKind::Unavailable)),
-            };
-            let mut data = match parse_bucket(&value) {
-                Some(b) => b,
-                None => {
-                    // Reset it (CAS on the token just read) so later requests work.
-                    let _ = store.set(&key, EMPTY_BUCKET, Some(cas));
-                    return Err(UpdateError::Store(StoreFailureKind::Corrupt));
+        cas_loop(
+            store,
+            &key,
+            self.opts.cas_retries,
+            EMPTY_BUCKET,
+            parse_bucket,
+            |b: &Bucket| serde_json::to_vec(b).ok(),
+            |mut data| {
+                data.prune(ids);
+                let scopes_before = data.s.len();
+                let out = match f(&mut data) {
+                    Ok(out) => out,
+                    Err(d) => return Cas::Abort(UpdateError::Abort(d)),
+                };
+                let scopes_after = data.s.len();
+                if scopes_after > scopes_before && scopes_after > cap {
+                    return Cas::Abort(UpdateError::Store(StoreFailureKind::Full));
                 }
-            };
-            data.prune(ids);
-            let scopes_before = data.s.len();
-            let out = f(&mut data).map_err(UpdateError::Abort)?;
-            let scopes_after = data.s.len();
-            if scopes_after > scopes_before && scopes_after > cap {
-                return Err(UpdateError::Store(StoreFailureKind::Full));
-            }
-            let Ok(bytes) = serde_json::to_vec(&data) else {
-                return Err(UpdateError::Store(StoreFailureKind::Corrupt));
-            };
-            match store.set(&key, &bytes, Some(cas)) {
-                Ok(()) => return Ok(out),
-                Err(StoreError::CasMismatch) => continue,
-                Err(StoreError::Unavailable) => {
-                    return Err(UpdateError::Store(StoreFailureKind::Unavailable))
-                }
-            }
-        }
-        Err(UpdateError::Store(StoreFailureKind::RetriesExhausted))
+                Cas::Write(data, out)
+            },
+        )
+        .map_err(|e| match e {
+            CasError::Store(kind) => UpdateError::Store(kind),
+            CasError::Abort(u) => u,
+        })
     }
 
     /// Admits a request against every limit of every scope, or refuses it.

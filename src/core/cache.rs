@@ -45,7 +45,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::api::Api;
-use super::config::ConfigError;
+use super::error::ConfigError;
 use super::usage::Usage;
 use super::util::hex;
 

@@ -1,45 +1,6 @@
 //! Plugin configuration: JSON in, validated and compiled once at plugin start.
 
-use std::fmt;
-
-/// A configuration error, naming the field (a JSON path such as
-/// `keys[2].limits.rpm`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// Prefixes the field path with `parent` (`parent.field`).
-    pub fn under(mut self, parent: &str) -> Self {
-        self.field = if self.field.is_empty() {
-            parent.to_string()
-        } else if self.field.starts_with('[') {
-            format!("{parent}{}", self.field)
-        } else {
-            format!("{parent}.{}", self.field)
-        };
-        self
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
-    }
-}
+pub use crate::core::error::ConfigError;
 
 use crate::core::breaker::{Breaker, BreakerConfig};
 use crate::core::budget::{BudgetOptions, Budgets, CompiledLimits, FailureMode, LimitsConfig};
@@ -128,6 +89,19 @@ pub struct RawConfig {
     /// Metric label bounds.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Optional response headers.
+    #[serde(default)]
+    pub response_headers: ResponseHeadersConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseHeadersConfig {
+    /// `x-llmgate-tokens-in`, `x-llmgate-tokens-out` and `x-llmgate-cost-usd`
+    /// on non-streamed responses. They come from the body, so llmgate must
+    /// hold the response headers until the body is complete: off by default
+    /// (measured cost in the README's benchmark).
+    pub usage: bool,
 }
 
 /// Policy for paths other than the two LLM routes.
@@ -270,6 +244,7 @@ impl Default for RawConfig {
             other_paths: OtherPaths::Deny,
             forward_user_header: false,
             metrics: MetricsConfig::default(),
+            response_headers: ResponseHeadersConfig::default(),
         }
     }
 }
@@ -304,6 +279,8 @@ pub struct Config {
     /// Known names for metric labels.
     pub labels: Labels,
     pub max_users_per_key: u32,
+    /// `response_headers.usage`.
+    pub usage_headers: bool,
 }
 
 impl Config {
@@ -491,6 +468,7 @@ impl Config {
             forward_user_header: raw.forward_user_header,
             labels,
             max_users_per_key: raw.budgets.max_users_per_key,
+            usage_headers: raw.response_headers.usage,
             max_body_bytes: raw.max_body_bytes,
             rules_need_text: rules_need_text(&model_rules),
             upstreams,

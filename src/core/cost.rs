@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
-use super::config::ConfigError;
+use super::error::ConfigError;
 use super::usage::Usage;
 
 /// The default price table (JSON).

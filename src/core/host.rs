@@ -32,6 +32,56 @@ pub trait Clock {
     fn now_ms(&self) -> u64;
 }
 
+/// Envoy stats: counters, histograms and gauges by full stat name
+/// (`llmgate.<metric>.<label>.<value>…`).
+pub trait MetricsSink {
+    fn incr(&self, name: &str, by: u64);
+    fn histogram(&self, name: &str, value: u64);
+    fn gauge(&self, name: &str, value: u64);
+}
+
+/// A [`MetricsSink`] that records everything, for tests.
+#[derive(Default)]
+pub struct FakeMetrics {
+    pub counters: RefCell<HashMap<String, u64>>,
+    pub histograms: RefCell<Vec<(String, u64)>>,
+    pub gauges: RefCell<HashMap<String, u64>>,
+}
+
+impl FakeMetrics {
+    /// The value of a counter (0 if never incremented).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.borrow().get(name).copied().unwrap_or(0)
+    }
+
+    /// Counter names containing `part`.
+    pub fn names_with(&self, part: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .counters
+            .borrow()
+            .keys()
+            .filter(|k| k.contains(part))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl MetricsSink for FakeMetrics {
+    fn incr(&self, name: &str, by: u64) {
+        let mut c = self.counters.borrow_mut();
+        let slot = c.entry(name.to_string()).or_insert(0);
+        *slot = slot.saturating_add(by);
+    }
+    fn histogram(&self, name: &str, value: u64) {
+        self.histograms.borrow_mut().push((name.to_string(), value));
+    }
+    fn gauge(&self, name: &str, value: u64) {
+        self.gauges.borrow_mut().insert(name.to_string(), value);
+    }
+}
+
 /// An in-memory [`SharedStore`] with the host's semantics, for tests. It can
 /// inject CAS conflicts and failures.
 #[derive(Default)]

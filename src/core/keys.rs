@@ -2,7 +2,7 @@
 //! allowed models, and the trusted-identity alternative.
 
 use crate::core::budget::{CompiledLimits, LimitsConfig};
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
 use crate::core::util::sha256_hex;
 use serde::Deserialize;
 use std::collections::HashMap;

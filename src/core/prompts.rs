@@ -2,7 +2,7 @@
 //! A/B assignment, and applying the rendered prompt as the system prompt.
 
 use crate::core::api::{Api, ApiError};
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
 use crate::core::keys::is_label_char;
 use serde::Deserialize;
 use serde_json::{Map, Value};

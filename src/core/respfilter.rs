@@ -19,7 +19,7 @@
 //! parsed).
 
 use crate::core::api::Api;
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
 use crate::core::guard::{Action, Detectors, Entity, Match, PiiConfig, SecretsConfig};
 use crate::core::sse::{serialize_event, SseEvent};
 use serde::Deserialize;

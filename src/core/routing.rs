@@ -3,7 +3,7 @@
 //! circuit breaker.
 
 use crate::core::api::Api;
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
 use crate::core::keys::{is_label_char, Glob};
 use crate::core::usage::estimate_input_tokens_map;
 use serde::Deserialize;

@@ -12,8 +12,6 @@ use std::collections::HashMap;
 pub struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
     pending: RefCell<HashMap<u32, u64>>,
-    /// Distinct values used per request-derived label family (capped).
-    pub labels: RefCell<crate::core::labels::LabelCap>,
 }
 
 impl Metrics {
@@ -26,7 +24,7 @@ impl Metrics {
         Some(id)
     }
 
-    pub fn incr(&self, name: &str, by: u64) {
+    fn add(&self, name: &str, by: u64) {
         if by == 0 {
             return;
         }
@@ -45,15 +43,27 @@ impl Metrics {
         }
     }
 
-    pub fn gauge(&self, name: &str, value: u64) {
+    fn set_gauge(&self, name: &str, value: u64) {
         if let Some(id) = self.id(MetricType::Gauge, name) {
             let _ = hostcalls::record_metric(id, value);
         }
     }
 
-    pub fn histogram(&self, name: &str, value: u64) {
+    fn record(&self, name: &str, value: u64) {
         if let Some(id) = self.id(MetricType::Histogram, name) {
             let _ = hostcalls::record_metric(id, value);
         }
+    }
+}
+
+impl crate::core::host::MetricsSink for Metrics {
+    fn incr(&self, name: &str, by: u64) {
+        self.add(name, by);
+    }
+    fn histogram(&self, name: &str, value: u64) {
+        self.record(name, value);
+    }
+    fn gauge(&self, name: &str, value: u64) {
+        self.set_gauge(name, value);
     }
 }

@@ -5,7 +5,7 @@ use super::host::HostStore;
 use crate::core::audit::label;
 use crate::core::breaker::Breaker;
 use crate::core::cache;
-use std::cell::RefCell;
+use crate::core::host::MetricsSink;
 use std::time::Duration;
 
 const MAX_STORES_IN_FLIGHT: usize = 64;
@@ -16,14 +16,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::rc::Rc;
 
-/// A cache store waiting to be sent by the root context.
-pub struct PendingStore {
-    pub path: String,
-    pub body: Vec<u8>,
-}
-
-/// Stores queued by request contexts of this worker's VM.
-pub type Stores = Rc<RefCell<Vec<PendingStore>>>;
+use crate::core::exchange::{PendingStore, VmState};
 
 /// How often the root context sends queued cache stores and flushes the
 /// summed counters.
@@ -33,11 +26,11 @@ pub const TICK: Duration = Duration::from_millis(10);
 pub struct Root {
     config: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
-    stores: Stores,
+    /// State shared by this VM's exchanges (L1 cache, queued stores, label
+    /// bounds).
+    vm: Rc<VmState>,
     /// Store callouts in flight.
     in_flight: usize,
-    /// This VM's in-memory cache in front of Redis.
-    l1: Rc<RefCell<cache::L1>>,
 }
 
 impl Context for Root {
@@ -85,7 +78,7 @@ impl RootContext for Root {
                     }
                 }
                 self.set_tick_period(TICK);
-                self.l1 = Rc::new(RefCell::new(cache::L1::new(config.cache.l1_bytes)));
+                self.vm = Rc::new(VmState::new(config.cache.l1_bytes));
                 log::info!("llmgate: configuration loaded");
                 self.config = Some(Rc::new(config));
                 true
@@ -104,8 +97,7 @@ impl RootContext for Root {
             context_id,
             config,
             self.metrics.clone(),
-            self.stores.clone(),
-            self.l1.clone(),
+            self.vm.clone(),
         )))
     }
 
@@ -114,7 +106,7 @@ impl RootContext for Root {
         let Some(config) = self.config.clone() else {
             return;
         };
-        let pending: Vec<PendingStore> = self.stores.borrow_mut().drain(..).collect();
+        let pending: Vec<PendingStore> = self.vm.stores.borrow_mut().drain(..).collect();
         for p in pending {
             // Bound the work in flight: drop stores when webdis is slow.
             if self.in_flight >= MAX_STORES_IN_FLIGHT {

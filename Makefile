@@ -68,6 +68,7 @@ integration: build
 	$(CARGO) test -p llmgate-integration
 
 bench: build
+	$(CARGO) build --release --target wasm32-wasip1 -p reference-filter
 	target/release/llmgate-bench
 
 train-guard: ## retrain the injection classifier -> src/core/guard/guard_model.bin (reproducible)

@@ -168,6 +168,9 @@ pub struct Options {
     pub webdis_cluster_port: Option<u16>,
     /// Load the plugin through ECDS from a watched file (hot reload).
     pub ecds: bool,
+    /// Another wasm module instead of llmgate's (the benchmark's reference
+    /// filter).
+    pub wasm: Option<PathBuf>,
 }
 
 impl Options {
@@ -192,6 +195,7 @@ impl Options {
             start_redis: true,
             webdis_cluster_port: None,
             ecds: false,
+            wasm: None,
         }
     }
 }
@@ -235,7 +239,7 @@ pub fn ecds_resource(opts: &Options, plugin_config: &str) -> String {
                     "vm_config": {
                         "vm_id": "llmgate",
                         "runtime": opts.runtime,
-                        "code": {"local": {"filename": wasm_path().display().to_string()}},
+                        "code": {"local": {"filename": opts.wasm.clone().unwrap_or_else(wasm_path).display().to_string()}},
                         "environment_variables": {
                             "host_env_keys": ["LLMGATE_OPENAI_API_KEY", "LLMGATE_ANTHROPIC_API_KEY"]
                         }
@@ -285,7 +289,14 @@ pub fn envoy_yaml_in(opts: &Options, audit_log: &Path, dir: &Path) -> String {
                 &t,
                 &[
                     ("WASM_RUNTIME", opts.runtime.clone()),
-                    ("WASM_PATH", wasm_path().display().to_string()),
+                    (
+                        "WASM_PATH",
+                        opts.wasm
+                            .clone()
+                            .unwrap_or_else(wasm_path)
+                            .display()
+                            .to_string(),
+                    ),
                     // A JSON string literal is a valid YAML double-quoted scalar.
                     (
                         "PLUGIN_CONFIG",

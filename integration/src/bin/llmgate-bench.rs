@@ -197,6 +197,8 @@ struct Point {
     non2xx: u64,
     socket_errors: u64,
     hits: u64,
+    /// Envoy's CPU time per request during the point, µs.
+    cpu_us: f64,
 }
 
 impl Point {
@@ -232,6 +234,7 @@ fn parse_result(stdout: &str) -> Option<Point> {
         non2xx: int("non2xx"),
         socket_errors: int("connect") + int("read") + int("write") + int("timeout"),
         hits: int("hits"),
+        cpu_us: 0.0,
     })
 }
 
@@ -302,14 +305,31 @@ impl Bench {
         }
     }
 
-    /// Warm-up then measurement at both load points.
-    fn measure(&mut self, port: u16, body: &Path, unique: bool) -> Result<[Point; 2], String> {
+    /// Warm-up then measurement at both load points; `envoy`: the pid
+    /// whose CPU time is charged to the requests.
+    fn measure(
+        &mut self,
+        port: u16,
+        body: &Path,
+        unique: bool,
+        envoy: Option<u32>,
+    ) -> Result<[Point; 2], String> {
         let mut points = [Point::default(), Point::default()];
         for (slot, load) in points.iter_mut().zip(LOADS) {
             if self.warmup > 0 {
                 self.wrk(port, load, self.warmup, body, unique)?;
             }
+            let before = envoy.and_then(cpu_ticks);
             *slot = self.wrk(port, load, self.secs, body, unique)?;
+            let after = envoy.and_then(cpu_ticks);
+            if let (Some(b), Some(a)) = (before, after) {
+                if slot.requests > 0 {
+                    // Clock ticks are 10 ms (USER_HZ = 100).
+                    #[allow(clippy::cast_precision_loss)]
+                    let us = a.saturating_sub(b) as f64 * 10_000.0 / slot.requests as f64;
+                    slot.cpu_us = us;
+                }
+            }
         }
         Ok(points)
     }
@@ -344,6 +364,8 @@ struct StackSpec {
     id: &'static str,
     /// `bench/configs/<file>`; `None`: bare Envoy.
     plugin: Option<&'static str>,
+    /// Another wasm module than llmgate's (path from the repository root).
+    wasm: Option<&'static str>,
     runtime: &'static str,
     scenarios: Vec<Scenario>,
 }
@@ -378,6 +400,7 @@ fn extra_specs() -> Vec<StackSpec> {
             StackSpec {
                 id,
                 plugin: Some(file),
+                wasm: None,
                 runtime: V8,
                 scenarios: vec![scenario(id, id)],
             }
@@ -390,6 +413,7 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "mock",
             plugin: None,
+            wasm: None,
             runtime: V8,
             scenarios: vec![Scenario {
                 target: Target::Mock,
@@ -401,6 +425,7 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "bare",
             plugin: None,
+            wasm: None,
             runtime: V8,
             scenarios: vec![
                 Scenario {
@@ -417,8 +442,22 @@ fn specs() -> Vec<StackSpec> {
             ],
         },
         StackSpec {
+            id: "reference",
+            plugin: Some("reference.json"),
+            wasm: Some("target/wasm32-wasip1/release/reference_filter.wasm"),
+            runtime: V8,
+            scenarios: vec![Scenario {
+                unique: false,
+                ..scenario(
+                    "reference",
+                    "reference filter (pause, buffer, JSON, SHA-256, one CAS)",
+                )
+            }],
+        },
+        StackSpec {
             id: "auth",
             plugin: Some("auth.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -428,6 +467,7 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "budgets",
             plugin: Some("budgets.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -437,6 +477,7 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "guard",
             plugin: Some("guard.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -446,12 +487,14 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "full-miss",
             plugin: Some("full.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![scenario("full-miss", "llmgate full pipeline, cache miss")],
         },
         StackSpec {
             id: "full-nocache",
             plugin: Some("full-nocache.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![scenario(
                 "full-nocache",
@@ -461,6 +504,7 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "full-hit",
             plugin: Some("full.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -471,6 +515,7 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "stream",
             plugin: Some("full.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![Scenario {
                 stream: true,
@@ -481,6 +526,7 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "response-filter",
             plugin: Some("response-filter.json"),
+            wasm: None,
             runtime: V8,
             scenarios: vec![scenario(
                 "response-filter",
@@ -490,12 +536,14 @@ fn specs() -> Vec<StackSpec> {
         StackSpec {
             id: "wamr",
             plugin: Some("full.json"),
+            wasm: None,
             runtime: "envoy.wasm.runtime.wamr",
             scenarios: vec![scenario("wamr", "llmgate full pipeline, miss, WAMR")],
         },
         StackSpec {
             id: "wasmtime",
             plugin: Some("full.json"),
+            wasm: None,
             runtime: "envoy.wasm.runtime.wasmtime",
             scenarios: vec![scenario(
                 "wasmtime",
@@ -503,6 +551,17 @@ fn specs() -> Vec<StackSpec> {
             )],
         },
     ]
+}
+
+/// User + system CPU ticks of a process (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Envoy's memory: tcmalloc's allocated and heap size (admin `/memory`) and
@@ -663,6 +722,7 @@ fn run_stack(
     };
     let mut opts = Options::new("");
     opts.plugin_config = plugin_config;
+    opts.wasm = spec.wasm.map(|w| bench.root.join(w));
     opts.concurrency = WORKERS;
     opts.runtime = spec.runtime.to_string();
     opts.start_redis = spec.plugin.is_some();
@@ -693,7 +753,13 @@ fn run_stack(
                     sc.id, b.label
                 );
             }
-            let outcome = match bench.measure(port, path, sc.unique) {
+            let envoy_pid = stack
+                .pids()
+                .into_iter()
+                .find(|(n, _)| *n == "envoy")
+                .map(|(_, p)| p)
+                .filter(|_| sc.target == Target::Envoy);
+            let outcome = match bench.measure(port, path, sc.unique, envoy_pid) {
                 Ok(p) => {
                     eprintln!(
                         "   {:<16} {:>5}: {:>8.0} req/s p50 {:>6.0} µs @1 | {:>8.0} req/s p50 {:>6.0} µs @32 | errors {} hits {}",
@@ -854,6 +920,7 @@ impl Report<'_> {
             md,
             "The machine is shared and noisy: read the numbers as ratios within this run, not as absolutes.\n"
         );
+        self.targets15(&mut md);
         self.targets(&mut md);
         self.table(&mut md);
         let _ = writeln!(
@@ -884,11 +951,11 @@ impl Report<'_> {
         );
         let _ = writeln!(
             md,
-            "| configuration | body | req/s @1 | p50 | p90 | p99 | req/s @32 | p50 | p90 | p99 | throughput ×bare @32 | +p50 µs @1 | +p50 µs @32 | checks |"
+            "| configuration | body | req/s @1 | p50 | p90 | p99 | req/s @32 | p50 | p90 | p99 | throughput ×bare @32 | +p50 µs @1 | +p50 µs @32 | Envoy CPU µs/req @32 | checks |"
         );
         let _ = writeln!(
             md,
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
         );
         for r in self.rows {
             match &r.outcome {
@@ -904,7 +971,7 @@ impl Report<'_> {
                     };
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {ratio} | {add1} | {add32} | {} |",
+                        "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {ratio} | {add1} | {add32} | {} | {} |",
                         r.name,
                         r.body,
                         p[0].rps,
@@ -915,6 +982,11 @@ impl Report<'_> {
                         p[1].p50,
                         p[1].p90,
                         p[1].p99,
+                        if p[1].cpu_us > 0.0 {
+                            format!("{:.0}", p[1].cpu_us)
+                        } else {
+                            "–".to_string()
+                        },
                         checks(r, p)
                     );
                 }
@@ -930,7 +1002,7 @@ impl Report<'_> {
                         r.name,
                         r.body,
                         s.replace('|', "\\|"),
-                        " |".repeat(11)
+                        " |".repeat(12)
                     );
                 }
             }
@@ -1047,6 +1119,78 @@ impl Report<'_> {
                 },
             };
             let _ = writeln!(md, "| `{rt}` | {text} |");
+        }
+        let _ = writeln!(md);
+    }
+
+    /// The targets of issue 15: the full pipeline (cache off) against bare
+    /// Envoy and against the reference filter, the cache's L1-miss cost and
+    /// the streaming overhead.
+    fn targets15(&self, md: &mut String) {
+        let _ = writeln!(md, "## Targets (issue 15)\n");
+        let _ = writeln!(md, "| target | measured | result |\n|---|---|---|");
+        let bare = find(self.rows, "bare", "1 KB");
+        let full = find(self.rows, "full-nocache", "1 KB");
+        let reference = find(self.rows, "reference", "1 KB");
+        if let (Some(b), Some(f)) = (bare, full) {
+            if b[1].rps > 0.0 {
+                let ratio = f[1].rps / b[1].rps;
+                let _ = writeln!(
+                    md,
+                    "| full pipeline (auth + guard + budgets + usage + audit, cache off, 1 KB): ≥ 0.6 × bare Envoy's throughput at 32 connections | {ratio:.2} ({:.0} vs {:.0} req/s) | {} |",
+                    f[1].rps,
+                    b[1].rps,
+                    mark(ratio >= 0.6)
+                );
+            }
+            let added = f[0].p50 - b[0].p50;
+            let _ = writeln!(
+                md,
+                "| the same: ≤ +100 µs median at 1 connection | {added:+.0} µs (p50 {:.0} vs {:.0} µs) | {} |",
+                f[0].p50,
+                b[0].p50,
+                mark(added <= 100.0)
+            );
+            if let Some(r) = reference {
+                let ours = f[1].cpu_us - b[1].cpu_us;
+                let floor = r[1].cpu_us - b[1].cpu_us;
+                let _ = writeln!(
+                    md,
+                    "| the same: added Envoy CPU per request within 2 × the reference filter's (32 connections) | {ours:+.0} µs vs reference {floor:+.0} µs ({:.1}×); reference throughput {:.2} × bare, {:+.0} µs p50 @1 | {} |",
+                    if floor > 0.0 { ours / floor } else { 0.0 },
+                    if b[1].rps > 0.0 { r[1].rps / b[1].rps } else { 0.0 },
+                    r[0].p50 - b[0].p50,
+                    mark(floor > 0.0 && ours <= 2.0 * floor)
+                );
+            }
+        } else {
+            let _ = writeln!(
+                md,
+                "| full pipeline, cache off vs bare Envoy | not measured | ❌ fail |"
+            );
+        }
+        if let (Some(m), Some(f)) = (find(self.rows, "full-miss", "1 KB"), full) {
+            let added = m[0].p50 - f[0].p50;
+            let _ = writeln!(
+                md,
+                "| cache on, L1 miss (webdis lookup): ≤ +200 µs over the cache-off row at 1 connection | {added:+.0} µs (p50 {:.0} vs {:.0} µs) | {} |",
+                m[0].p50,
+                f[0].p50,
+                mark(added <= 200.0)
+            );
+        }
+        if let (Some(s), Some(b)) = (
+            find(self.rows, "stream", "1 KB"),
+            find(self.rows, "bare-stream", "1 KB"),
+        ) {
+            let added = s[0].p50 - b[0].p50;
+            let _ = writeln!(
+                md,
+                "| streaming: added time to first byte ≤ +100 µs at 1 connection (measured as the whole-stream median, an upper bound) | {added:+.0} µs (p50 {:.0} vs {:.0} µs) | {} |",
+                s[0].p50,
+                b[0].p50,
+                mark(added <= 100.0)
+            );
         }
         let _ = writeln!(md);
     }

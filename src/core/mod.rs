@@ -8,6 +8,7 @@ pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod cost;
+pub mod fleet;
 pub mod guard;
 pub mod host;
 pub mod keys;

@@ -96,7 +96,9 @@ pub struct FleetConfig {
     /// `failure_mode`.
     pub failure_backoff_ms: u64,
     /// When the fleet could not cover a request, the next lease callout for
-    /// that scope waits this long (milliseconds); requests meanwhile get 429.
+    /// that scope waits this long (milliseconds, at least 50); requests
+    /// meanwhile get 429 (so a request woken by the exchange that could not
+    /// cover it is refused, not sent to Redis again).
     pub exhausted_recheck_ms: u64,
     /// Compare-and-swap attempts per shared-data update (after the first).
     pub cas_retries: u32,

@@ -294,10 +294,12 @@ fn fleet_first_request_waits_for_a_lease_then_reserves_locally() {
     assert_eq!(redis.granted(&k, clock.now_ms()), 900 + 1100);
 }
 
+type Hook<'a> = Box<dyn FnOnce(&FakeStore) + 'a>;
+
 /// A store that runs `hook` (another worker) right before the first write.
 struct HookStore<'a> {
     inner: &'a FakeStore,
-    hook: RefCell<Option<Box<dyn FnOnce(&FakeStore) + 'a>>>,
+    hook: RefCell<Option<Hook<'a>>>,
 }
 
 impl SharedStore for HookStore<'_> {

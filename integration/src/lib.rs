@@ -6,6 +6,7 @@
 //! `llmgate-stack` binary, so tests and demo run one configuration.
 
 pub mod client;
+pub mod cluster;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cost;
 pub mod error;
 pub mod exchange;
+pub mod fleet;
 pub mod guard;
 pub mod host;
 pub mod keys;

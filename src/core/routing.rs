@@ -21,6 +21,28 @@ pub struct UpstreamConfig {
     /// (e.g. `{"gpt-4o": "gpt-4o-mini"}`); `*` as key matches any model.
     #[serde(default)]
     pub model_map: BTreeMap<String, String>,
+    /// The API this upstream speaks: `openai` or `anthropic`. Absent: the
+    /// client's own. When it differs, llmgate translates the request, the
+    /// response and the stream (README, "Cross-provider translation").
+    #[serde(default)]
+    pub api: Option<UpstreamApi>,
+}
+
+/// An upstream's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamApi {
+    Openai,
+    Anthropic,
+}
+
+impl UpstreamApi {
+    pub fn api(self) -> crate::core::api::Api {
+        match self {
+            UpstreamApi::Openai => crate::core::api::Api::OpenAi,
+            UpstreamApi::Anthropic => crate::core::api::Api::Anthropic,
+        }
+    }
 }
 
 /// A cheap-model rule: when every condition given holds, the request's model
@@ -68,6 +90,8 @@ pub struct HeaderMatch {
 pub struct Upstream {
     pub name: String,
     model_map: Vec<(Glob, String)>,
+    /// The upstream's API (`None`: the client's).
+    pub api: Option<crate::core::api::Api>,
 }
 
 impl Upstream {
@@ -100,6 +124,7 @@ pub fn compile_upstreams(raw: &[UpstreamConfig]) -> Result<Vec<Upstream>, Config
         vec![UpstreamConfig {
             name: "primary".to_string(),
             model_map: BTreeMap::new(),
+            api: None,
         }]
     } else {
         raw.to_vec()
@@ -133,6 +158,7 @@ pub fn compile_upstreams(raw: &[UpstreamConfig]) -> Result<Vec<Upstream>, Config
         out.push(Upstream {
             name: u.name.clone(),
             model_map,
+            api: u.api.map(UpstreamApi::api),
         });
     }
     Ok(out)

@@ -196,6 +196,8 @@ pub struct CacheConfig {
     /// front of Redis, so a repeated question on the same worker is answered
     /// without a callout. Default 4 MiB; 0 disables it.
     pub l1_bytes: u64,
+    /// Request coalescing (see `core::coalesce`).
+    pub coalesce: crate::core::coalesce::CoalesceConfig,
 }
 
 impl Default for CacheConfig {
@@ -210,6 +212,7 @@ impl Default for CacheConfig {
             only_deterministic: true,
             shared: false,
             l1_bytes: DEFAULT_L1_BYTES,
+            coalesce: crate::core::coalesce::CoalesceConfig::default(),
         }
     }
 }
@@ -270,6 +273,7 @@ impl CacheConfig {
             ));
         }
         Ok(CompiledCache {
+            coalesce: self.coalesce.compile()?,
             l1_bytes: usize::try_from(self.l1_bytes).unwrap_or(usize::MAX),
             enabled: self.enabled,
             cluster: self.cluster.clone(),
@@ -295,6 +299,7 @@ pub struct CompiledCache {
     pub only_deterministic: bool,
     pub shared: bool,
     pub l1_bytes: usize,
+    pub coalesce: crate::core::coalesce::Coalescer,
 }
 
 impl Default for CompiledCache {
@@ -309,6 +314,7 @@ impl Default for CompiledCache {
             only_deterministic: true,
             shared: false,
             l1_bytes: 4 * 1024 * 1024,
+            coalesce: crate::core::coalesce::Coalescer::default(),
         }
     }
 }

@@ -90,7 +90,55 @@ pub struct VmState {
     pub stores: RefCell<Vec<PendingStore>>,
     /// Distinct values used per request-derived label family (capped).
     pub labels: RefCell<LabelCap>,
+    /// Requests of this VM paused behind a coalescing leader; the root
+    /// context's tick answers or releases them.
+    pub followers: RefCell<Vec<Follower>>,
+    /// What the root did for a follower (by context id), for its exchange
+    /// to account for.
+    pub coalesced: RefCell<std::collections::HashMap<u32, Coalesced>>,
 }
+
+/// A request waiting for a coalescing leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follower {
+    pub context_id: u32,
+    pub slot: u32,
+    pub key: String,
+    pub api: Api,
+    pub stream: bool,
+    pub request_id: String,
+    pub deadline_ms: u64,
+}
+
+/// The root context's action for a follower.
+#[derive(Debug, Clone)]
+pub enum Coalesced {
+    /// Answered with the leader's entry.
+    Served(Rc<Entry>),
+    /// Resumed: it goes upstream on its own.
+    Released,
+}
+
+/// The local reply a follower gets from its leader's entry.
+pub fn coalesced_reply(entry: &Entry, request_id: &str) -> Reply {
+    let mut headers = vec![
+        ("content-type".to_string(), entry.content_type.clone()),
+        ("x-llmgate-request-id".to_string(), request_id.to_string()),
+        ("x-llmgate-cache".to_string(), HEADER_COALESCED.to_string()),
+        ("x-llmgate-upstream".to_string(), "cache".to_string()),
+    ];
+    if let Some(m) = &entry.model {
+        headers.push(("x-llmgate-model".to_string(), m.clone()));
+    }
+    Reply {
+        status: 200,
+        headers,
+        body: entry.body.clone(),
+    }
+}
+
+/// `x-llmgate-cache` of a follower answered from its leader.
+pub const HEADER_COALESCED: &str = "coalesced";
 
 impl VmState {
     pub fn new(l1_bytes: usize) -> Self {
@@ -209,6 +257,11 @@ pub struct Exchange {
     upstream_api: Option<Api>,
     /// The upstream's own status (before translation to the client's).
     upstream_status: u32,
+    /// Coalescing: the slot this request leads, the entry it publishes, and
+    /// whether it waits as a follower.
+    coalesce_leader: Option<u32>,
+    coalesce_entry: Option<Vec<u8>>,
+    waiting_coalesce: bool,
 }
 
 impl Exchange {
@@ -273,6 +326,9 @@ impl Exchange {
             client_aborted: false,
             upstream_api: None,
             upstream_status: 0,
+            coalesce_leader: None,
+            coalesce_entry: None,
+            waiting_coalesce: false,
         }
     }
 
@@ -326,6 +382,17 @@ impl Exchange {
             return;
         };
         self.logged = true;
+        if let (Some(slot), Some(key)) = (self.coalesce_leader.take(), self.cache_key.as_deref()) {
+            // The leader's answer (or its failure) for its followers.
+            let entry = self.coalesce_entry.take();
+            self.config.cache.coalesce.publish(
+                &*self.store,
+                &*self.clock,
+                slot,
+                key,
+                entry.as_deref(),
+            );
+        }
         let now = self.clock.now_ms();
         let latency = now.saturating_sub(self.start_ms);
         let model = self
@@ -911,14 +978,18 @@ impl Exchange {
 
     /// Queues the store of a complete response; the root context sends it, so
     /// it never delays the client and outlives this stream.
-    fn store(&self, entry: Entry) {
+    fn store(&mut self, entry: Entry) {
         let Some(key) = &self.cache_key else {
             return;
         };
         let path = self.config.cache.store_path(key);
+        let encoded = cache::encode(&entry);
+        if self.coalesce_leader.is_some() {
+            self.coalesce_entry = Some(encoded.clone());
+        }
         self.vm.stores.borrow_mut().push(PendingStore {
             path,
-            body: cache::encode(&entry),
+            body: encoded,
         });
         self.remember(entry);
     }
@@ -1379,7 +1450,82 @@ impl Exchange {
             }
         }
         self.cache_status = HEADER_MISS;
+        if self.join_coalescing(api) {
+            // A follower: stays paused until the root context answers or
+            // releases it.
+            return;
+        }
         self.fx.resume = true;
+    }
+
+    /// On a cache miss: lead, follow or go alone (`cache.coalesce`). True
+    /// when this request now waits as a follower.
+    fn join_coalescing(&mut self, api: Api) -> bool {
+        let c = &self.config.cache.coalesce;
+        if !c.enabled || !self.cache_plan.lookup() {
+            return false;
+        }
+        let Some(key) = self.cache_key.clone() else {
+            return false;
+        };
+        match c.join(&*self.store, &*self.clock, &key) {
+            crate::core::coalesce::Role::Leader { slot } => {
+                self.coalesce_leader = Some(slot);
+                self.metrics.incr("llmgate.coalesce_total.role.leader", 1);
+                false
+            }
+            crate::core::coalesce::Role::Follower { slot } => {
+                let deadline_ms = self.clock.now_ms().saturating_add(c.max_wait_ms);
+                self.vm.followers.borrow_mut().push(Follower {
+                    context_id: self.context_id,
+                    slot,
+                    key,
+                    api,
+                    stream: self.stream,
+                    request_id: self.request_id.clone(),
+                    deadline_ms,
+                });
+                self.waiting_coalesce = true;
+                true
+            }
+            crate::core::coalesce::Role::Alone => false,
+        }
+    }
+
+    /// A follower learns what the root context did for it (answered from
+    /// the leader, or released upstream); a follower whose client went away
+    /// leaves the waiting list.
+    fn absorb_coalescing(&mut self) {
+        if !self.waiting_coalesce {
+            return;
+        }
+        self.waiting_coalesce = false;
+        let outcome = self.vm.coalesced.borrow_mut().remove(&self.context_id);
+        match outcome {
+            Some(Coalesced::Served(entry)) => {
+                self.replied = true;
+                self.cache_hit = true;
+                self.cache_status = HEADER_COALESCED;
+                self.status = 200;
+                self.completed = true;
+                self.served_model = entry.model.clone();
+                self.upstream = "cache".to_string();
+                self.metrics
+                    .incr("llmgate.cache_total.outcome.coalesced", 1);
+                self.metrics.incr("llmgate.coalesce_total.role.follower", 1);
+                self.finish();
+            }
+            Some(Coalesced::Released) => {
+                self.metrics.incr("llmgate.coalesce_total.role.released", 1);
+            }
+            None => {
+                let id = self.context_id;
+                self.vm
+                    .followers
+                    .borrow_mut()
+                    .retain(|f| f.context_id != id);
+            }
+        }
     }
 
     /// The lookup callout could not be dispatched: a miss, and the request
@@ -1576,7 +1722,7 @@ impl Exchange {
     /// Whether the response headers matter (read them for
     /// [`Exchange::on_response_headers`]).
     pub fn wants_response_headers(&self) -> bool {
-        self.api.is_some() && !self.replied && !self.other_path
+        self.api.is_some() && (!self.replied || self.waiting_coalesce) && !self.other_path
     }
 
     /// The response headers.
@@ -1588,6 +1734,7 @@ impl Exchange {
         let Some(api) = self.api else {
             return Flow::Continue;
         };
+        self.absorb_coalescing();
         if self.replied || self.other_path {
             // Local replies carry llmgate's headers already.
             return Flow::Continue;
@@ -1955,6 +2102,7 @@ impl Exchange {
     /// client went away (Envoy's response flags), asked only when
     /// [`Exchange::needs_abort_check`] says so.
     pub fn on_log(&mut self, downstream_gone: bool) {
+        self.absorb_coalescing();
         if self.needs_abort_check() {
             self.client_aborted = downstream_gone;
         }

@@ -586,3 +586,61 @@ fn an_anthropic_stream_reaches_an_openai_client_translated() {
     assert_eq!(a["tokens_out"], 2);
     assert_eq!(a["upstream_api"], "anthropic");
 }
+
+#[test]
+fn a_follower_waits_for_its_leader_and_is_accounted_as_coalesced() {
+    let mut h = Harness::new(json!({"cache": {"enabled": true, "coalesce": {"enabled": true}}}));
+    h.config.cache.coalesce.init(&*h.store).unwrap();
+    let mut body = chat("same");
+    body["temperature"] = json!(0);
+    // The leader: a cache miss, then it goes upstream.
+    let mut leader = h.exchange();
+    send(&mut leader, headers("/v1/chat/completions", &[]), &body);
+    leader.on_cache_answer(Some(404), None);
+    assert!(leader.take_effects().resume);
+    // The follower: a miss too, but it stays paused.
+    let mut follower = h.exchange();
+    send(&mut follower, headers("/v1/chat/completions", &[]), &body);
+    follower.on_cache_answer(Some(404), None);
+    assert!(!follower.take_effects().resume, "the follower waits");
+    assert_eq!(h.vm.followers.borrow().len(), 1);
+    // The leader's answer is published for it.
+    json_response(&mut leader, 200, &ok_body("shared"));
+    let f = h.vm.followers.borrow()[0].clone();
+    let crate::core::coalesce::Poll::Ready(bytes) = h
+        .config
+        .cache
+        .coalesce
+        .poll(&*h.store, &*h.clock, f.slot, &f.key)
+    else {
+        panic!("the leader published")
+    };
+    let entry = cache::decode(&bytes).unwrap();
+    let reply = coalesced_reply(&entry, &f.request_id);
+    assert_eq!(get(&reply.headers, "x-llmgate-cache"), Some("coalesced"));
+    // The root answered it: its exchange accounts for a coalesced hit.
+    h.vm.followers.borrow_mut().clear();
+    h.vm.coalesced
+        .borrow_mut()
+        .insert(f.context_id, Coalesced::Served(Rc::new(entry)));
+    follower.on_log(false);
+    let a = audit(&follower.take_effects());
+    assert_eq!(a["cache"], "coalesced");
+    assert_eq!(a["status"], 200);
+    assert_eq!(
+        h.metrics.counter("llmgate.cache_total.outcome.coalesced"),
+        1
+    );
+    // A follower whose client left is removed from the list.
+    let mut gone = h.exchange();
+    let mut other = chat("another");
+    other["temperature"] = json!(0);
+    let mut lead2 = h.exchange();
+    send(&mut lead2, headers("/v1/chat/completions", &[]), &other);
+    lead2.on_cache_answer(Some(404), None);
+    send(&mut gone, headers("/v1/chat/completions", &[]), &other);
+    gone.on_cache_answer(Some(404), None);
+    assert_eq!(h.vm.followers.borrow().len(), 1);
+    gone.on_log(true);
+    assert!(h.vm.followers.borrow().is_empty());
+}

@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod budget;
 pub mod cache;
 pub mod cas;
+pub mod coalesce;
 pub mod config;
 pub mod cost;
 pub mod error;

@@ -1,10 +1,11 @@
 //! The root context: configuration at plugin start, shared state for the
 //! per-request contexts.
 
-use super::host::HostStore;
+use super::host::{HostClock, HostStore};
 use crate::core::audit::label;
 use crate::core::breaker::Breaker;
 use crate::core::cache;
+use crate::core::host::Clock;
 use crate::core::host::MetricsSink;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct Root {
     vm: Rc<VmState>,
     /// Store callouts in flight.
     in_flight: usize,
+    /// This root context's id (to restore after acting for a follower).
+    context_id: u32,
 }
 
 impl Context for Root {
@@ -57,6 +60,89 @@ impl Context for Root {
     }
 }
 
+impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Self {
+            context_id,
+            ..Self::default()
+        }
+    }
+
+    /// Answers (or releases) the requests of this VM waiting behind a
+    /// coalescing leader, acting in each follower's context. A follower
+    /// whose client went away has left the list in its own `on_log`, so no
+    /// dead context is touched.
+    fn serve_followers(&mut self, config: &Config) {
+        use crate::core::cache;
+        use crate::core::coalesce::Poll;
+        use crate::core::exchange::{coalesced_reply, Coalesced};
+        use proxy_wasm::hostcalls;
+        let now = HostClock.now_ms();
+        let waiting = std::mem::take(&mut *self.vm.followers.borrow_mut());
+        let mut keep = Vec::new();
+        // One poll per (slot, key): the entry (decoded once) or a failure.
+        type Polled = ((u32, String), Option<Rc<cache::Entry>>, bool);
+        let mut polled: Vec<Polled> = Vec::new();
+        for f in waiting {
+            let id = (f.slot, f.key.clone());
+            let (entry, failed) = match polled.iter().find(|(k, _, _)| *k == id) {
+                Some((_, e, failed)) => (e.clone(), *failed),
+                None => {
+                    let p = config
+                        .cache
+                        .coalesce
+                        .poll(&HostStore, &HostClock, f.slot, &f.key);
+                    let (e, failed) = match p {
+                        Poll::Ready(bytes) => match cache::decode(&bytes) {
+                            Ok(e) => (Some(Rc::new(e)), false),
+                            Err(_) => (None, true),
+                        },
+                        Poll::Pending => (None, false),
+                        Poll::Failed => (None, true),
+                    };
+                    polled.push((id, e.clone(), failed));
+                    (e, failed)
+                }
+            };
+            match entry {
+                Some(e) if e.answers(f.api, f.stream) => {
+                    let reply = coalesced_reply(&e, &f.request_id);
+                    if hostcalls::set_effective_context(f.context_id).is_ok() {
+                        let headers: Vec<(&str, &str)> = reply
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        let _ =
+                            hostcalls::send_http_response(reply.status, headers, Some(&reply.body));
+                        self.vm
+                            .coalesced
+                            .borrow_mut()
+                            .insert(f.context_id, Coalesced::Served(e));
+                    }
+                }
+                Some(_) => self.release(f.context_id),
+                None if failed || now >= f.deadline_ms => self.release(f.context_id),
+                None => keep.push(f),
+            }
+        }
+        self.vm.followers.borrow_mut().extend(keep);
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+
+    /// Lets a follower go upstream on its own.
+    fn release(&self, context_id: u32) {
+        use proxy_wasm::hostcalls;
+        if hostcalls::set_effective_context(context_id).is_ok() {
+            let _ = hostcalls::resume_http_request();
+            self.vm
+                .coalesced
+                .borrow_mut()
+                .insert(context_id, crate::core::exchange::Coalesced::Released);
+        }
+    }
+}
+
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
@@ -68,6 +154,9 @@ impl RootContext for Root {
                     if let Err(e) = config.budgets.init(&HostStore) {
                         log::warn!("llmgate: budget store init: {e:?}");
                     }
+                }
+                if let Err(e) = config.cache.coalesce.init(&HostStore) {
+                    log::warn!("llmgate: coalescing slots init: {e:?}");
                 }
                 if let Some(b) = &config.breaker {
                     let _ = b;
@@ -106,6 +195,9 @@ impl RootContext for Root {
         let Some(config) = self.config.clone() else {
             return;
         };
+        if config.cache.coalesce.enabled && !self.vm.followers.borrow().is_empty() {
+            self.serve_followers(&config);
+        }
         let pending: Vec<PendingStore> = self.vm.stores.borrow_mut().drain(..).collect();
         for p in pending {
             // Bound the work in flight: drop stores when webdis is slow.

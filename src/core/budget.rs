@@ -764,10 +764,71 @@ const EMPTY_BUCKET: &[u8] = b"{}";
 /// Parses a stored bucket; `None` if corrupt. Only the object form is
 /// accepted (serde would also take a struct as an array).
 fn parse_bucket(value: &[u8]) -> Option<Bucket> {
-    if value.first() != Some(&b'{') {
-        return None;
+    match value.first() {
+        // The initial `{}` (and buckets written by earlier versions).
+        Some(b'{') => serde_json::from_slice(value).ok(),
+        Some(&BIN_MAGIC) => decode_bucket(value),
+        _ => None,
     }
-    serde_json::from_slice(value).ok()
+}
+
+/// First byte of the binary bucket form.
+const BIN_MAGIC: u8 = 0xB1;
+
+/// The binary form of a bucket, written on every update (no JSON on the hot
+/// path): `0xB1`, then per scope: name length (u16 LE), name (UTF-8), a flag
+/// byte (bit 0 minute, bit 1 day, bit 2 month window present), and per
+/// present window six u64 LE counters.
+fn encode_bucket(b: &Bucket) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.s.len().saturating_mul(64).saturating_add(1));
+    out.push(BIN_MAGIC);
+    for (name, e) in &b.s {
+        let Ok(len) = u16::try_from(name.len()) else {
+            continue;
+        };
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        let flags = u8::from(e.m.is_some())
+            | (u8::from(e.d.is_some()) << 1)
+            | (u8::from(e.o.is_some()) << 2);
+        out.push(flags);
+        for w in [e.m, e.d, e.o].into_iter().flatten() {
+            for x in <[u64; 6]>::from(w) {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn decode_bucket(v: &[u8]) -> Option<Bucket> {
+    let mut rest = v.strip_prefix(&[BIN_MAGIC])?;
+    let mut s = BTreeMap::new();
+    while !rest.is_empty() {
+        let (len, r) = rest.split_first_chunk::<2>()?;
+        let (name, r) = r.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
+        let name = std::str::from_utf8(name).ok()?.to_string();
+        let (&flags, r) = r.split_first()?;
+        if flags > 7 {
+            return None;
+        }
+        rest = r;
+        let mut e = Entry::default();
+        for (bit, slot) in [(1u8, &mut e.m), (2, &mut e.d), (4, &mut e.o)] {
+            if flags & bit == 0 {
+                continue;
+            }
+            let mut a = [0u64; 6];
+            for x in &mut a {
+                let (b, r) = rest.split_first_chunk::<8>()?;
+                *x = u64::from_le_bytes(*b);
+                rest = r;
+            }
+            *slot = Some(Win::from(a));
+        }
+        s.insert(name, e);
+    }
+    Some(Bucket { s })
 }
 
 fn fnv1a64(data: &[u8]) -> u64 {
@@ -1076,7 +1137,7 @@ impl Budgets {
             self.opts.cas_retries,
             EMPTY_BUCKET,
             parse_bucket,
-            |b: &Bucket| serde_json::to_vec(b).ok(),
+            |b: &Bucket| Some(encode_bucket(b)),
             |mut data| {
                 data.prune(ids);
                 let scopes_before = data.s.len();
@@ -1475,7 +1536,7 @@ mod tests {
     fn stored_entry(b: &Budgets, store: &FakeStore, scope: &ScopeId) -> Option<Entry> {
         let name = scope.storage_name();
         let raw = store.raw(&Budgets::bucket_key(b.bucket_of(&name)))?;
-        let bucket: Bucket = serde_json::from_slice(&raw).unwrap();
+        let bucket: Bucket = parse_bucket(&raw).unwrap();
         bucket.s.get(&name).cloned()
     }
 
@@ -2221,7 +2282,7 @@ mod tests {
         b.reserve(&store, &clock, &[(user("d"), &l)], est(0, 0))
             .unwrap();
         let raw = store.raw(&Budgets::bucket_key(0)).unwrap();
-        let bucket: Bucket = serde_json::from_slice(&raw).unwrap();
+        let bucket: Bucket = parse_bucket(&raw).unwrap();
         assert_eq!(bucket.s.keys().collect::<Vec<_>>(), vec!["user:k:d"]);
     }
 
@@ -2425,5 +2486,37 @@ mod tests {
         }
         assert!(tally.admitted.get() > 20, "{}", tally.admitted.get());
         assert!(denied > 20, "the limit was reached: {denied}");
+    }
+
+    #[test]
+    fn binary_buckets_round_trip_and_hostile_bytes_never_panic() {
+        let mut b = Bucket::default();
+        let w = Win::from([7, 1, 2, 3, 4, 5]);
+        b.s.insert(
+            "key:a".into(),
+            Entry {
+                m: Some(w),
+                d: None,
+                o: Some(Win::from([u64::MAX, 0, 0, 0, 0, 9])),
+            },
+        );
+        b.s.insert("user:a:é".into(), Entry::default());
+        let bytes = encode_bucket(&b);
+        assert_eq!(parse_bucket(&bytes), Some(b.clone()));
+        assert_eq!(parse_bucket(b"{}"), Some(Bucket::default()));
+        let legacy = serde_json::to_vec(&b).unwrap();
+        assert_eq!(parse_bucket(&legacy), Some(b));
+        let mut seed: u64 = 7;
+        for len in 0..400usize {
+            let mut v = vec![BIN_MAGIC];
+            for _ in 0..len {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                v.push((seed >> 33) as u8);
+            }
+            let _ = parse_bucket(&v);
+            let mut cut = bytes.clone();
+            cut.truncate(len % (bytes.len() + 1));
+            let _ = parse_bucket(&cut);
+        }
     }
 }

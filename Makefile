@@ -6,7 +6,7 @@ ENVOY := .venv/bin/envoy
 ENVOY_VERSION ?= 1.40.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: .deps-sdk all deps build wasm run up reload down test unit integration bench check fmt clippy clean train-guard guard-report
+.PHONY: .deps-sdk all deps build wasm run up reload down dashboards dashboards-down test unit integration bench check fmt clippy clean train-guard guard-report
 
 all: build
 
@@ -26,7 +26,7 @@ $(ENVOY):
 
 .deps-apt:
 	@missing=""; \
-	for c in redis-server:redis-server webdis:webdis wrk:wrk; do \
+	for c in redis-server:redis-server webdis:webdis wrk:wrk prometheus:prometheus; do \
 	  command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -59,6 +59,14 @@ down:
 	  done < .run/pids; \
 	  rm -f .run/pids; \
 	else echo "nothing to stop (.run/pids absent)"; fi
+
+## ---- Prometheus next to the demo stack (README "Dashboards") ----------------
+dashboards: .deps-apt
+	@if [ ! -f .run/pids ]; then $(MAKE) --no-print-directory up; fi
+	@scripts/dashboards.sh up
+
+dashboards-down:
+	@scripts/dashboards.sh down
 
 ## ---- tests ------------------------------------------------------------------
 test: build

@@ -18,8 +18,14 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let cfg_path = args.get(1).cloned().unwrap_or("bench/configs/full-nocache.json".into());
-    let body_path = args.get(2).cloned().unwrap_or("target/bench/body-1024.json".into());
+    let cfg_path = args
+        .get(1)
+        .cloned()
+        .unwrap_or("bench/configs/full-nocache.json".into());
+    let body_path = args
+        .get(2)
+        .cloned()
+        .unwrap_or("target/bench/body-1024.json".into());
     let cfg = std::fs::read(&cfg_path).unwrap();
     let body = String::from_utf8_lossy(&std::fs::read(&body_path).unwrap())
         .replace("@@ID@@", "x1")
@@ -36,9 +42,15 @@ fn main() {
         (":path".to_string(), "/v1/chat/completions".to_string()),
         (":authority".to_string(), "llm".to_string()),
         ("content-type".to_string(), "application/json".to_string()),
-        ("authorization".to_string(), "Bearer sk-llmgate-demo".to_string()),
+        (
+            "authorization".to_string(),
+            "Bearer sk-llmgate-demo".to_string(),
+        ),
     ];
-    let n: u32 = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let n: u32 = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
     let t = Instant::now();
     for i in 0..n {
         let mut ex = Exchange::new(

@@ -45,6 +45,10 @@ pub struct AuditRecord {
     pub response_redacted: Vec<String>,
     /// The response reached its end (false after a reset or client abort).
     pub completed: bool,
+    /// The OpenTelemetry GenAI attributes of the request (`gen_ai.*`,
+    /// `error.type`), see [`crate::core::otel::Attributes`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otel: Option<crate::core::otel::Attributes>,
     /// Prompt and completion text, only with `audit.include_text`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_text: Option<String>,

@@ -646,6 +646,30 @@ impl Exchange {
                 );
             }
         }
+        let record = AuditRecord {
+            otel: Some(crate::core::otel::emit(
+                &crate::core::otel::Facts {
+                    provider: Some(self.upstream_api.unwrap_or(api)),
+                    request_model: self.model.as_deref(),
+                    response_model: self.served_model.as_deref().or(self.sent_model.as_deref()),
+                    stream: self.stream,
+                    status: self.status,
+                    completed: self.completed,
+                    replied: self.replied,
+                    cache_hit: self.cache_hit,
+                    client_aborted: self.client_aborted,
+                    reason: self.reason.as_deref(),
+                    usage: self.usage.as_ref(),
+                    start_ms: self.start_ms,
+                    first_token_ms: self.first_token_ms,
+                    first_byte_ms: self.first_byte_ms,
+                    end_ms: now,
+                },
+                &|name: &str| self.model_label(name),
+                &*self.metrics,
+            )),
+            ..record
+        };
         self.fx.audit = Some(record.to_json());
     }
 

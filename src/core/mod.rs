@@ -17,6 +17,7 @@ pub mod guard;
 pub mod host;
 pub mod keys;
 pub mod labels;
+pub mod otel;
 pub mod pipeline;
 pub mod prompts;
 pub mod respfilter;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
 
 /// Largest integer a Lua number (a double) holds exactly: every amount sent
 /// to the Redis scripts is clamped to it.

@@ -31,11 +31,44 @@ pub struct HostClock;
 
 impl Clock for HostClock {
     fn now_ms(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        host_now_ms()
+    }
+}
+
+fn host_now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The host clock read once per host event: every decision of one callback
+/// sees the same millisecond, and the request path pays one hostcall per
+/// event instead of one per reading. [`EventClock::tick`] at the start of
+/// each callback.
+#[derive(Default)]
+pub struct EventClock {
+    now: std::cell::Cell<Option<u64>>,
+}
+
+impl EventClock {
+    /// A new host event: the next reading asks the host again.
+    pub fn tick(&self) {
+        self.now.set(None);
+    }
+}
+
+impl Clock for EventClock {
+    fn now_ms(&self) -> u64 {
+        match self.now.get() {
+            Some(t) => t,
+            None => {
+                let t = host_now_ms();
+                self.now.set(Some(t));
+                t
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`Exchange`] and applies the effects that come back with hostcalls. Every
 //! decision lives in the core (`src/core/exchange.rs`).
 
-use super::host::{HostClock, HostStore};
+use super::host::{EventClock, HostStore};
 use super::metrics::Metrics;
 use crate::core::config::Config;
 use crate::core::exchange::{BodyRead, Exchange, Flow, VmState};
@@ -13,6 +13,8 @@ use std::rc::Rc;
 pub struct Http {
     config: Rc<Config>,
     ex: Exchange,
+    /// Read once per callback (reset at each one).
+    clock: Rc<EventClock>,
     /// Size of the body buffered at the current body event (the range the
     /// core's body edits replace).
     req_body_size: usize,
@@ -21,15 +23,17 @@ pub struct Http {
 
 impl Http {
     pub fn new(context_id: u32, config: Rc<Config>, metrics: Rc<Metrics>, vm: Rc<VmState>) -> Self {
+        let clock = Rc::new(EventClock::default());
         Self {
             ex: Exchange::new(
                 context_id,
                 config.clone(),
                 metrics,
                 Rc::new(HostStore),
-                Rc::new(HostClock),
+                clock.clone(),
                 vm,
             ),
+            clock,
             config,
             req_body_size: 0,
             resp_body_size: 0,
@@ -115,6 +119,7 @@ impl Context for Http {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        self.clock.tick();
         if !self.ex.waiting_cache() {
             return;
         }
@@ -130,12 +135,14 @@ impl HttpContext for Http {
         if option_env!("LLMGATE_EXP") == Some("1") {
             return Action::Continue;
         }
+        self.clock.tick();
         let headers = self.get_http_request_headers();
         let flow = self.ex.on_request_headers(headers, end_of_stream);
         self.apply(flow)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.clock.tick();
         match self.ex.request_body_event(body_size, end_of_stream) {
             Err(flow) => self.apply(flow),
             Ok(()) => {
@@ -148,6 +155,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.clock.tick();
         let flow = self.ex.on_request_trailers();
         self.apply(flow)
     }
@@ -157,6 +165,7 @@ impl HttpContext for Http {
         if option_env!("LLMGATE_EXP") == Some("2") {
             return Action::Continue;
         }
+        self.clock.tick();
         if !self.ex.wants_response_headers() {
             return Action::Continue;
         }
@@ -166,6 +175,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.clock.tick();
         let bytes = match self.ex.response_body_read(body_size, end_of_stream) {
             BodyRead::Bytes if body_size > 0 => self
                 .get_http_response_body(0, body_size)
@@ -178,6 +188,7 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
+        self.clock.tick();
         let gone = self.ex.needs_abort_check() && self.downstream_gone();
         self.ex.on_log(gone);
         self.apply(Flow::Continue);

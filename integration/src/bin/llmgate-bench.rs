@@ -524,6 +524,32 @@ fn specs() -> Vec<StackSpec> {
             }],
         },
         StackSpec {
+            id: "coalesce",
+            plugin: Some("coalesce.json"),
+            wasm: None,
+            runtime: V8,
+            scenarios: vec![Scenario {
+                unique: false,
+                ..scenario(
+                    "coalesce",
+                    "same request, cache TTL 1 s, no L1, coalescing on",
+                )
+            }],
+        },
+        StackSpec {
+            id: "coalesce-off",
+            plugin: Some("coalesce-off.json"),
+            wasm: None,
+            runtime: V8,
+            scenarios: vec![Scenario {
+                unique: false,
+                ..scenario(
+                    "coalesce-off",
+                    "same request, cache TTL 1 s, no L1, coalescing off",
+                )
+            }],
+        },
+        StackSpec {
             id: "response-filter",
             plugin: Some("response-filter.json"),
             wasm: None,
@@ -551,6 +577,15 @@ fn specs() -> Vec<StackSpec> {
             )],
         },
     ]
+}
+
+/// Requests the mock LLM has received (`/mock/stats`).
+fn mock_count(port: u16) -> Option<u64> {
+    let r = client::get(port, "/mock/stats").ok()?;
+    serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()?
+        .get("requests")?
+        .as_u64()
 }
 
 /// User + system CPU ticks of a process (`/proc/<pid>/stat`).
@@ -612,6 +647,8 @@ struct Row {
     outcome: Outcome,
     /// Status of the probe request sent before measuring.
     probe: Option<u16>,
+    /// Requests the mock LLM received during the measured points.
+    upstream: Option<u64>,
 }
 
 struct StackResult {
@@ -709,6 +746,7 @@ fn run_stack(
                     Outcome::Measured(p) => Outcome::Measured(p.clone()),
                 },
                 probe: None,
+                upstream: None,
             });
         }
     };
@@ -759,7 +797,13 @@ fn run_stack(
                 .find(|(n, _)| *n == "envoy")
                 .map(|(_, p)| p)
                 .filter(|_| sc.target == Target::Envoy);
-            let outcome = match bench.measure(port, path, sc.unique, envoy_pid) {
+            let mock_before = mock_count(stack.ports.primary);
+            let measured = bench.measure(port, path, sc.unique, envoy_pid);
+            let upstream = match (mock_before, mock_count(stack.ports.primary)) {
+                (Some(a), Some(b)) if sc.target == Target::Envoy => Some(b.saturating_sub(a)),
+                _ => None,
+            };
+            let outcome = match measured {
                 Ok(p) => {
                     eprintln!(
                         "   {:<16} {:>5}: {:>8.0} req/s p50 {:>6.0} µs @1 | {:>8.0} req/s p50 {:>6.0} µs @32 | errors {} hits {}",
@@ -786,6 +830,7 @@ fn run_stack(
                 baseline: sc.baseline,
                 outcome,
                 probe: probe_status,
+                upstream,
             });
         }
     }
@@ -1317,6 +1362,11 @@ fn checks(r: &Row, p: &[Point; 2]) -> String {
     }
     if let Some(s) = r.probe.filter(|s| !(200..300).contains(s)) {
         out.push(format!("⚠ probe status {s}"));
+    }
+    if r.scenario.starts_with("coalesce") {
+        if let Some(u) = r.upstream {
+            out.push(format!("upstream calls {u}"));
+        }
     }
     let hits = p[0].hits + p[1].hits;
     if r.scenario == "full-hit" || hits > 0 {

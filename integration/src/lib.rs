@@ -172,6 +172,9 @@ pub struct Options {
     /// Another wasm module instead of llmgate's (the benchmark's reference
     /// filter).
     pub wasm: Option<PathBuf>,
+    /// Fleet mode: the webdis (in front of the Redis Cluster) that the
+    /// `fleet_webdis` cluster points at.
+    pub fleet_webdis_port: Option<u16>,
 }
 
 impl Options {
@@ -197,6 +200,7 @@ impl Options {
             webdis_cluster_port: None,
             ecds: false,
             wasm: None,
+            fleet_webdis_port: None,
         }
     }
 }
@@ -323,6 +327,14 @@ pub fn envoy_yaml_in(opts: &Options, audit_log: &Path, dir: &Path) -> String {
                     .to_string(),
             ),
             ("RETRIES", opts.retries.to_string()),
+            (
+                "FLEET_CLUSTER",
+                opts.fleet_webdis_port
+                    .map(|p| format!(
+                        "    - name: fleet_webdis\n      type: STATIC\n      connect_timeout: 0.25s\n      load_assignment:\n        cluster_name: fleet_webdis\n        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}] }}]"
+                    ))
+                    .unwrap_or_default(),
+            ),
             ("AUDIT_LOG", audit_log.display().to_string()),
         ],
     )

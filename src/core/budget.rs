@@ -306,6 +306,19 @@ pub struct LimitsConfig {
     pub usd_per_day: Option<f64>,
     #[serde(default)]
     pub usd_per_month: Option<f64>,
+    /// `local` (default: this Envoy's shared data) or `fleet` (shared by
+    /// every Envoy through the `fleet` block's Redis Cluster, leased).
+    #[serde(default)]
+    pub scope: LimitScope,
+}
+
+/// Where a scope's limits are enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitScope {
+    #[default]
+    Local,
+    Fleet,
 }
 
 fn usd_to_micros(field: &str, usd: Option<f64>) -> Result<Option<u64>, ConfigError> {
@@ -324,6 +337,7 @@ impl LimitsConfig {
     /// Validates and compiles. Errors name the field (`usd_per_day`, …).
     pub fn compile(&self) -> Result<CompiledLimits, ConfigError> {
         Ok(CompiledLimits {
+            fleet: self.scope == LimitScope::Fleet,
             requests_per_minute: self.requests_per_minute,
             tokens_per_minute: self.tokens_per_minute,
             tokens_per_day: self.tokens_per_day,
@@ -336,6 +350,8 @@ impl LimitsConfig {
 /// Validated limits; dollars in micro-USD.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompiledLimits {
+    /// Enforced by the fleet engine, not by local budgets.
+    pub fleet: bool,
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
     pub tokens_per_day: Option<u64>,
@@ -346,6 +362,19 @@ pub struct CompiledLimits {
 impl CompiledLimits {
     pub fn is_empty(&self) -> bool {
         self.tracked() == Tracked::default()
+    }
+
+    /// The limits as (kind, value) pairs.
+    pub fn kinds(&self) -> Vec<(LimitKind, u64)> {
+        limit_list(self)
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
+    }
+
+    /// Local limits to enforce here (none when the scope is fleet-scoped).
+    pub fn local(&self) -> bool {
+        !self.fleet && !self.is_empty()
     }
 
     /// Whether a dollar limit is set.

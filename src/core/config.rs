@@ -92,6 +92,10 @@ pub struct RawConfig {
     /// Optional response headers.
     #[serde(default)]
     pub response_headers: ResponseHeadersConfig,
+    /// Fleet mode: limits with `"scope": "fleet"` are shared by every Envoy
+    /// through a Redis Cluster (leased budget slices; README "Fleet mode").
+    #[serde(default)]
+    pub fleet: Option<crate::core::fleet::FleetConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -245,6 +249,7 @@ impl Default for RawConfig {
             forward_user_header: false,
             metrics: MetricsConfig::default(),
             response_headers: ResponseHeadersConfig::default(),
+            fleet: None,
         }
     }
 }
@@ -281,6 +286,9 @@ pub struct Config {
     pub max_users_per_key: u32,
     /// `response_headers.usage`.
     pub usage_headers: bool,
+    /// Fleet mode: the engine and every fleet-scoped scope.
+    pub fleet: Option<crate::core::fleet::Fleet>,
+    pub fleet_scopes: Vec<crate::core::fleet::FleetScope>,
 }
 
 impl Config {
@@ -443,6 +451,41 @@ impl Config {
             ));
         }
         let prices = raw.pricing.compile()?;
+        let mut fleet_scopes = Vec::new();
+        for (i, k) in raw.keys.iter().enumerate() {
+            if k.user_limits.scope == crate::core::budget::LimitScope::Fleet {
+                return Err(ConfigError::new(
+                    format!("keys[{i}].user_limits.scope"),
+                    "end-user limits are local only (fleet scope is for keys and tenants)",
+                ));
+            }
+        }
+        for key in keys.iter().filter(|k| k.limits.fleet) {
+            fleet_scopes.push(crate::core::fleet::FleetScope {
+                name: crate::core::budget::ScopeId::Key(key.id.clone()).storage_name(),
+                limits: key.limits.kinds(),
+            });
+        }
+        for (name, l) in &tenant_limits {
+            if l.fleet {
+                fleet_scopes.push(crate::core::fleet::FleetScope {
+                    name: crate::core::budget::ScopeId::Tenant(name.clone()).storage_name(),
+                    limits: l.kinds(),
+                });
+            }
+        }
+        let fleet = match &raw.fleet {
+            Some(f) => Some(crate::core::fleet::Fleet::new(
+                f.compile().map_err(|e| e.under("fleet"))?,
+            )),
+            None if !fleet_scopes.is_empty() => {
+                return Err(ConfigError::new(
+                    "fleet",
+                    "limits with \"scope\": \"fleet\" need a fleet block (its webdis cluster)",
+                ))
+            }
+            None => None,
+        };
         let mut models: Vec<String> = prices.names().map(str::to_string).collect();
         for k in &raw.keys {
             models.extend(k.models.iter().flatten().cloned());
@@ -469,6 +512,8 @@ impl Config {
             labels,
             max_users_per_key: raw.budgets.max_users_per_key,
             usage_headers: raw.response_headers.usage,
+            fleet,
+            fleet_scopes,
             max_body_bytes: raw.max_body_bytes,
             rules_need_text: rules_need_text(&model_rules),
             upstreams,

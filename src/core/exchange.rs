@@ -72,6 +72,14 @@ pub struct Effects {
     pub cache_lookup: Option<String>,
     /// Resume the paused request.
     pub resume: bool,
+    /// Fleet lease callouts to dispatch from this context; their answers go
+    /// to [`Exchange::on_fleet_answer`].
+    pub fleet_callouts: Vec<crate::core::fleet::LeaseCallout>,
+    /// Waiting for a lease another request or worker is fetching: send a
+    /// cheap callout (`GET /PING` to the fleet cluster) whose answer wakes
+    /// this request to try again ([`Exchange::on_fleet_wake`]). A request
+    /// can only be woken by an event of its own.
+    pub fleet_poll: bool,
 }
 
 /// A cache store waiting to be sent by the root context.
@@ -96,6 +104,9 @@ pub struct VmState {
     /// What the root did for a follower (by context id), for its exchange
     /// to account for.
     pub coalesced: RefCell<std::collections::HashMap<u32, Coalesced>>,
+    /// Fleet callouts from settlements, sent by the root context (they
+    /// outlive the request).
+    pub fleet_pending: RefCell<Vec<crate::core::fleet::LeaseCallout>>,
 }
 
 /// A request waiting for a coalescing leader.
@@ -164,6 +175,14 @@ pub const ROUTE_HEADER: &str = "x-llmgate-route";
 /// Largest non-streamed response body copied for accounting (bigger ones
 /// pass uncounted: no usage, not cached).
 const MAX_OBSERVED_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The request as the body step left it when it had to wait for a fleet
+/// lease.
+struct Parked {
+    req: api::ParsedRequest,
+    model: String,
+    modified: bool,
+}
 
 /// How the response body is handled.
 enum Body {
@@ -262,6 +281,12 @@ pub struct Exchange {
     coalesce_leader: Option<u32>,
     coalesce_entry: Option<Vec<u8>>,
     waiting_coalesce: bool,
+    /// Fleet mode: the parked request, what it reserved in leases, when its
+    /// wait for a lease ends, and its estimate.
+    parked: Option<Parked>,
+    fleet_res: Option<crate::core::fleet::FleetReservation>,
+    fleet_wait_until: Option<u64>,
+    fleet_estimate: Estimate,
 }
 
 impl Exchange {
@@ -329,6 +354,10 @@ impl Exchange {
             coalesce_leader: None,
             coalesce_entry: None,
             waiting_coalesce: false,
+            parked: None,
+            fleet_res: None,
+            fleet_wait_until: None,
+            fleet_estimate: Estimate::default(),
         }
     }
 
@@ -548,6 +577,40 @@ impl Exchange {
                 m.incr(
                     "llmgate.dependency_failures_total.dependency.shared_data",
                     report.store_failures.len() as u64,
+                );
+            }
+        }
+        if let (Some(res), Some(fleet)) = (self.fleet_res.take(), &self.config.fleet) {
+            let ok = self.completed && !self.replied && self.status > 0 && self.status < 400;
+            let partial = self.partial_usage(&model);
+            let report = match (ok, partial) {
+                (true, _) => fleet.settle(
+                    &*self.store,
+                    &*self.clock,
+                    &res,
+                    Actual {
+                        tokens: self
+                            .usage
+                            .as_ref()
+                            .map_or(self.fleet_estimate.tokens, |u| u.total_tokens()),
+                        micro_usd: cost,
+                    },
+                ),
+                (false, Some((tokens, micro_usd))) => fleet.settle(
+                    &*self.store,
+                    &*self.clock,
+                    &res,
+                    Actual {
+                        tokens,
+                        micro_usd: Some(micro_usd),
+                    },
+                ),
+                (false, None) => fleet.release(&*self.store, &*self.clock, &res),
+            };
+            if !report.is_empty() {
+                self.metrics.incr(
+                    "llmgate.dependency_failures_total.dependency.shared_data",
+                    report.len() as u64,
                 );
             }
         }
@@ -788,7 +851,31 @@ impl Exchange {
             if let Err(e) = self.reserve(est) {
                 return self.reply_error(api, &e);
             }
+            self.fleet_estimate = est;
         }
+        self.parked = Some(Parked {
+            req,
+            model,
+            modified,
+        });
+        // Fleet-scoped limits: a lease in shared data, refilled from Redis.
+        if !self.fleet_scopes().is_empty() {
+            return self.fleet_admit(api);
+        }
+        self.after_admission(api)
+    }
+
+    /// The rest of the body step, once every budget admitted the request.
+    fn after_admission(&mut self, api: Api) -> Flow {
+        let cfg = self.config.clone();
+        let Some(Parked {
+            mut req,
+            mut model,
+            mut modified,
+        }) = self.parked.take()
+        else {
+            return Flow::Continue;
+        };
 
         // Upstream: the first one whose breaker admits the request.
         let (index, probe) = match self.select_upstream() {
@@ -1335,7 +1422,7 @@ impl Exchange {
         };
         let mut scopes: Vec<(ScopeId, &CompiledLimits)> = Vec::new();
         if let Some(key) = cfg.keys.by_id(&who.key_id) {
-            if !key.limits.is_empty() {
+            if key.limits.local() {
                 scopes.push((ScopeId::Key(key.id.clone()), &key.limits));
             }
             if let Some(user) = &who.user {
@@ -1351,7 +1438,7 @@ impl Exchange {
             }
         }
         if let Some(l) = cfg.tenant_limits.get(&who.tenant) {
-            if !l.is_empty() {
+            if l.local() {
                 scopes.push((ScopeId::Tenant(who.tenant.clone()), l));
             }
         }
@@ -1570,6 +1657,183 @@ impl Exchange {
     /// Whether the request is paused on a cache lookup.
     pub fn waiting_cache(&self) -> bool {
         self.waiting_cache
+    }
+
+    /// Whether the request is paused for a fleet lease.
+    pub fn waiting_fleet(&self) -> bool {
+        self.fleet_wait_until.is_some() && self.parked.is_some()
+    }
+
+    /// The answer of a lease callout this request dispatched (`status`
+    /// `None`: timeout or reset); then admission is tried again.
+    pub fn on_fleet_answer(
+        &mut self,
+        ticket: &crate::core::fleet::Ticket,
+        status: Option<u32>,
+        body: Option<&[u8]>,
+    ) {
+        let cfg = self.config.clone();
+        if let Some(fleet) = &cfg.fleet {
+            let report = fleet.on_response(&*self.store, &*self.clock, ticket, status, body);
+            self.count_fleet_answer(&report);
+        }
+        self.on_fleet_wake();
+    }
+
+    /// A lease callout could not be dispatched.
+    pub fn on_fleet_dispatch_failed(&mut self, ticket: &crate::core::fleet::Ticket) {
+        let cfg = self.config.clone();
+        if let Some(fleet) = &cfg.fleet {
+            let report = fleet.on_answer(
+                &*self.store,
+                &*self.clock,
+                ticket,
+                Err(crate::core::fleet::CalloutFailure::Dispatch),
+            );
+            self.count_fleet_answer(&report);
+        }
+        // No answer will come: look again now (the failure is recorded, so
+        // the failure mode decides).
+        self.on_fleet_wake();
+    }
+
+    /// Woken (a callout answered, or the root context's tick): try the
+    /// fleet admission again.
+    pub fn on_fleet_wake(&mut self) {
+        if !self.waiting_fleet() {
+            return;
+        }
+        let Some(api) = self.api else {
+            return;
+        };
+        if self.fleet_admit_at(api, true) == Flow::Continue {
+            self.fx.resume = true;
+        }
+    }
+
+    fn count_fleet_answer(&self, report: &crate::core::fleet::AnswerReport) {
+        if let Some(f) = &report.failure {
+            self.metrics
+                .incr("llmgate.dependency_failures_total.dependency.fleet", 1);
+            self.metrics.incr(
+                &format!("llmgate.fleet_callouts_total.outcome.{}", f.reason()),
+                1,
+            );
+        } else {
+            self.metrics
+                .incr("llmgate.fleet_callouts_total.outcome.ok", 1);
+        }
+        if !report.store_failures.is_empty() {
+            self.metrics.incr(
+                "llmgate.dependency_failures_total.dependency.shared_data",
+                report.store_failures.len() as u64,
+            );
+        }
+    }
+
+    /// The fleet scopes of this request's identity (key, tenant).
+    fn fleet_scopes(&self) -> Vec<crate::core::fleet::FleetScope> {
+        let Some(who) = &self.identity else {
+            return Vec::new();
+        };
+        if self.config.fleet.is_none() {
+            return Vec::new();
+        }
+        let key = ScopeId::Key(who.key_id.clone()).storage_name();
+        let tenant = ScopeId::Tenant(who.tenant.clone()).storage_name();
+        self.config
+            .fleet_scopes
+            .iter()
+            .filter(|s| s.name == key || s.name == tenant)
+            .cloned()
+            .collect()
+    }
+
+    fn fleet_admit(&mut self, api: Api) -> Flow {
+        self.fleet_admit_at(api, false)
+    }
+
+    /// Fleet admission; `woken`: the request is paused (a later event), so
+    /// going on means resuming it.
+    fn fleet_admit_at(&mut self, api: Api, woken: bool) -> Flow {
+        let cfg = self.config.clone();
+        let Some(fleet) = &cfg.fleet else {
+            return self.after_admission(api);
+        };
+        let scopes = self.fleet_scopes();
+        let adm = fleet.reserve(&*self.store, &*self.clock, &scopes, self.fleet_estimate);
+        if !adm.store_failures.is_empty() {
+            self.metrics.incr(
+                "llmgate.dependency_failures_total.dependency.shared_data",
+                adm.store_failures.len() as u64,
+            );
+        }
+        let dispatched = !adm.callouts.is_empty();
+        self.fx.fleet_callouts.extend(adm.callouts);
+        match adm.outcome {
+            crate::core::fleet::Outcome::Admitted(res) => {
+                if res.degraded() {
+                    self.metrics.incr("llmgate.fleet_degraded_total", 1);
+                }
+                self.fleet_res = Some(res);
+                self.fleet_wait_until = None;
+                let flow = self.after_admission(api);
+                if woken && flow == Flow::Pause && self.fx.reply.is_none() && !self.waiting_cache {
+                    return Flow::Pause;
+                }
+                flow
+            }
+            crate::core::fleet::Outcome::Wait { until_ms } => {
+                let now = self.clock.now_ms();
+                // A bounded wait: the first `until_ms` plus one more second.
+                let deadline = *self
+                    .fleet_wait_until
+                    .get_or_insert(until_ms.max(now).saturating_add(1000));
+                if now > deadline {
+                    self.fleet_wait_until = None;
+                    self.parked = None;
+                    return self.reply_error(
+                        api,
+                        &ApiError::new(
+                            429,
+                            "fleet_lease_unavailable",
+                            "the fleet budget could not be leased in time; retry in a second",
+                        )
+                        .with_retry_after(1),
+                    );
+                }
+                if !dispatched {
+                    // Another request or worker is fetching the lease: a
+                    // cheap callout of its own wakes this one to look again.
+                    self.fx.fleet_poll = true;
+                }
+                Flow::Pause
+            }
+            crate::core::fleet::Outcome::Denied(d) => {
+                self.fleet_wait_until = None;
+                self.parked = None;
+                let (status, code) = match d.reason {
+                    crate::core::fleet::FleetDenyReason::Unavailable => {
+                        (503, "budget_store_unavailable")
+                    }
+                    crate::core::fleet::FleetDenyReason::Contention => (429, "budget_contention"),
+                    _ => (429, "rate_limit_exceeded"),
+                };
+                let what = d.limit.map_or("fleet", |l| l.as_str());
+                self.reply_error(
+                    api,
+                    &ApiError::new(
+                        status,
+                        code,
+                        format!(
+                            "fleet {what} limit {} reached for {}; retry after {} s",
+                            d.limit_value, d.scope, d.retry_after_s
+                        ),
+                    )
+                    .with_retry_after(d.retry_after_s),
+                )
+            }
+        }
     }
 }
 
@@ -2127,6 +2391,9 @@ impl Exchange {
     /// [`Exchange::needs_abort_check`] says so.
     pub fn on_log(&mut self, downstream_gone: bool) {
         self.absorb_coalescing();
+        if self.fleet_wait_until.take().is_some() {
+            self.parked = None;
+        }
         if self.needs_abort_check() {
             self.client_aborted = downstream_gone;
         }

@@ -19,6 +19,10 @@ pub struct Http {
     /// core's body edits replace).
     req_body_size: usize,
     resp_body_size: usize,
+    /// Lease callouts this request dispatched, by callout token.
+    fleet_tokens: Vec<(u32, crate::core::fleet::Ticket)>,
+    /// Wake-up callouts in flight (fleet waits).
+    fleet_polls: Vec<u32>,
 }
 
 impl Http {
@@ -37,6 +41,8 @@ impl Http {
             config,
             req_body_size: 0,
             resp_body_size: 0,
+            fleet_tokens: Vec::new(),
+            fleet_polls: Vec::new(),
         }
     }
 
@@ -78,6 +84,37 @@ impl Http {
                     continue;
                 }
             }
+            for c in &fx.fleet_callouts {
+                let dispatched = self.dispatch_http_call(
+                    &c.cluster,
+                    c.request.headers(&c.authority),
+                    (!c.request.body.is_empty()).then_some(c.request.body.as_slice()),
+                    vec![],
+                    std::time::Duration::from_millis(c.timeout_ms),
+                );
+                match dispatched {
+                    Ok(token) => self.fleet_tokens.push((token, c.ticket.clone())),
+                    Err(_) => self.ex.on_fleet_dispatch_failed(&c.ticket),
+                }
+            }
+            if fx.fleet_poll {
+                if let Some(fleet) = &self.config.fleet {
+                    let authority = fleet.cfg.authority.clone();
+                    match self.dispatch_http_call(
+                        &fleet.cfg.cluster,
+                        vec![(":method", "GET"), (":path", "/PING"), (":authority", &authority)],
+                        None,
+                        vec![],
+                        std::time::Duration::from_millis(fleet.cfg.timeout_ms.max(1)),
+                    ) {
+                        Ok(t) => self.fleet_polls.push(t),
+                        Err(_) => {
+                            self.ex.on_fleet_wake();
+                            continue;
+                        }
+                    }
+                }
+            }
             if fx.resume {
                 self.resume_http_request();
             }
@@ -114,18 +151,30 @@ fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
 impl Context for Http {
     fn on_http_call_response(
         &mut self,
-        _token_id: u32,
+        token_id: u32,
         num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
         self.clock.tick();
-        if !self.ex.waiting_cache() {
+        if let Some(i) = self.fleet_tokens.iter().position(|(t, _)| *t == token_id) {
+            let (_, ticket) = self.fleet_tokens.swap_remove(i);
+            let (status, body) = super::host::call_response(num_headers, body_size);
+            self.ex.on_fleet_answer(&ticket, status, body.as_deref());
+            self.apply(Flow::Continue);
             return;
         }
-        let (status, body) = super::host::call_response(num_headers, body_size);
-        self.ex.on_cache_answer(status, body.as_deref());
-        self.apply(Flow::Continue);
+        if self.ex.waiting_cache() {
+            let (status, body) = super::host::call_response(num_headers, body_size);
+            self.ex.on_cache_answer(status, body.as_deref());
+            self.apply(Flow::Continue);
+            return;
+        }
+        if let Some(i) = self.fleet_polls.iter().position(|t| *t == token_id) {
+            self.fleet_polls.swap_remove(i);
+            self.ex.on_fleet_wake();
+            self.apply(Flow::Continue);
+        }
     }
 }
 

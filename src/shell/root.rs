@@ -34,6 +34,8 @@ pub struct Root {
     in_flight: usize,
     /// This root context's id (to restore after acting for a follower).
     context_id: u32,
+    /// Fleet callouts the root dispatched, by token.
+    fleet_tokens: Vec<(u32, crate::core::fleet::Ticket)>,
 }
 
 impl Context for Root {
@@ -44,8 +46,25 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        self.in_flight = self.in_flight.saturating_sub(1);
         let (status, body) = super::host::call_response(num_headers, body_size);
+        if let Some(i) = self.fleet_tokens.iter().position(|(t, _)| *t == _token_id) {
+            let (_, ticket) = self.fleet_tokens.swap_remove(i);
+            if let Some(fleet) = self.config.as_ref().and_then(|c| c.fleet.as_ref()) {
+                let r = fleet.on_response(&HostStore, &HostClock, &ticket, status, body.as_deref());
+                if let Some(f) = r.failure {
+                    self.metrics
+                        .incr("llmgate.dependency_failures_total.dependency.fleet", 1);
+                    self.metrics.incr(
+                        &format!("llmgate.fleet_callouts_total.outcome.{}", f.reason()),
+                        1,
+                    );
+                } else {
+                    self.metrics.incr("llmgate.fleet_callouts_total.outcome.ok", 1);
+                }
+            }
+            return;
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
         match cache::interpret_store(status, body.as_deref()) {
             Ok(()) => self.metrics.incr("llmgate.cache_total.outcome.store", 1),
             Err(reason) => {
@@ -130,6 +149,33 @@ impl Root {
         let _ = hostcalls::set_effective_context(self.context_id);
     }
 
+    /// Fleet mode on the tick: lease renewals and give-backs (callouts from
+    /// the root context; their answers come back to it).
+    fn fleet_tick(&mut self, fleet: &crate::core::fleet::Fleet, config: &Config) {
+        let report = fleet.tick(&HostStore, &HostClock, &config.fleet_scopes);
+        let mut callouts = report.callouts;
+        callouts.extend(self.vm.fleet_pending.borrow_mut().drain(..));
+        for c in callouts {
+            match self.dispatch_http_call(
+                &c.cluster,
+                c.request.headers(&c.authority),
+                (!c.request.body.is_empty()).then_some(c.request.body.as_slice()),
+                vec![],
+                Duration::from_millis(c.timeout_ms),
+            ) {
+                Ok(t) => self.fleet_tokens.push((t, c.ticket)),
+                Err(_) => {
+                    let _ = fleet.on_answer(
+                        &HostStore,
+                        &HostClock,
+                        &c.ticket,
+                        Err(crate::core::fleet::CalloutFailure::Dispatch),
+                    );
+                }
+            }
+        }
+    }
+
     /// Lets a follower go upstream on its own.
     fn release(&self, context_id: u32) {
         use proxy_wasm::hostcalls;
@@ -153,6 +199,16 @@ impl RootContext for Root {
                     // every request-path write is a CAS on an existing key.
                     if let Err(e) = config.budgets.init(&HostStore) {
                         log::warn!("llmgate: budget store init: {e:?}");
+                    }
+                }
+                if let Some(fleet) = &config.fleet {
+                    let candidate = format!(
+                        "envoy-{}-{}",
+                        HostClock.now_ms(),
+                        self.context_id
+                    );
+                    if let Err(e) = fleet.init(&HostStore, &config.fleet_scopes, &candidate) {
+                        log::warn!("llmgate: fleet init: {e:?}");
                     }
                 }
                 if let Err(e) = config.cache.coalesce.init(&HostStore) {
@@ -197,6 +253,9 @@ impl RootContext for Root {
         };
         if config.cache.coalesce.enabled && !self.vm.followers.borrow().is_empty() {
             self.serve_followers(&config);
+        }
+        if let Some(fleet) = &config.fleet {
+            self.fleet_tick(fleet, &config);
         }
         let pending: Vec<PendingStore> = self.vm.stores.borrow_mut().drain(..).collect();
         for p in pending {

@@ -6,7 +6,7 @@ ENVOY := .venv/bin/envoy
 ENVOY_VERSION ?= 1.40.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: .deps-sdk all deps build wasm run up reload down dashboards dashboards-down test unit integration bench check fmt clippy clean train-guard guard-report
+.PHONY: .deps-sdk all deps build wasm run up reload down fleet fleet-up fleet-down dashboards dashboards-down test unit integration bench check fmt clippy clean train-guard guard-report
 
 all: build
 
@@ -67,6 +67,21 @@ dashboards: .deps-apt
 
 dashboards-down:
 	@scripts/dashboards.sh down
+
+## ---- the fleet demo (two Envoys sharing a Redis Cluster) -----------------
+fleet: build
+	@target/release/llmgate-stack fleet
+
+fleet-up: build
+	@mkdir -p .run
+	@if [ -f .run/fleet.pid ]; then $(MAKE) --no-print-directory fleet-down; fi
+	@setsid target/release/llmgate-stack fleet > .run/fleet.log 2>&1 < /dev/null & echo $$! > .run/fleet.pid
+	@for i in $$(seq 1 180); do grep -q "fleet is up" .run/fleet.log 2>/dev/null && break; sleep 0.5; done
+	@cat .run/fleet.log
+
+fleet-down:
+	@if [ -f .run/fleet.pid ]; then kill -- -$$(cat .run/fleet.pid) 2>/dev/null; rm -f .run/fleet.pid; echo "fleet stopped"; \
+	else echo "nothing to stop (.run/fleet.pid absent)"; fi
 
 ## ---- tests ------------------------------------------------------------------
 test: build

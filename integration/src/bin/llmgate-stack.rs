@@ -4,6 +4,10 @@
 //! process of the foreground process group, so all of them stop).
 //! `llmgate-stack up`: in the background; returns once every component is
 //! healthy, with the pids in `.run/pids` for `make down`.
+//! `llmgate-stack fleet`: the fleet demo in the foreground — a 3-master Redis
+//! Cluster behind Envoy's `redis_proxy` and webdis, and two Envoys with
+//! llmgate ("two pods", two workers each) sharing it; the first on the demo
+//! ports (10000, 9901), the second on the ports it prints.
 
 use llmgate_integration::{repo_root, Options, Ports, Stack};
 use std::path::PathBuf;
@@ -11,6 +15,10 @@ use std::path::PathBuf;
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "run".to_string());
     let root = repo_root();
+    if mode == "fleet" {
+        fleet(&root);
+        return;
+    }
     let config_path = std::env::var("LLMGATE_CONFIG")
         .ok()
         .filter(|s| !s.is_empty())
@@ -131,6 +139,73 @@ fn main() {
     }
     println!();
     println!("Ctrl-C stops everything.");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// `llmgate-stack fleet` (foreground until Ctrl-C or SIGTERM to its process
+/// group, which `make fleet-down` sends).
+fn fleet(root: &std::path::Path) {
+    use llmgate_integration::cluster::RedisCluster;
+    let config_path = std::env::var("LLMGATE_CONFIG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("examples/fleet.json"));
+    let config = match std::fs::read_to_string(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", config_path.display());
+            std::process::exit(1);
+        }
+    };
+    let cluster = match RedisCluster::try_start() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("the Redis Cluster did not start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let env = vec![
+        (
+            "LLMGATE_OPENAI_API_KEY".to_string(),
+            "sk-demo-provider-openai".to_string(),
+        ),
+        (
+            "LLMGATE_ANTHROPIC_API_KEY".to_string(),
+            "sk-ant-demo-provider".to_string(),
+        ),
+    ];
+    let mut pods = Vec::new();
+    for i in 0..2 {
+        let mut opts = Options::new(&config);
+        opts.concurrency = 2;
+        opts.fleet_webdis_port = Some(cluster.webdis_port);
+        opts.envoy_env = env.clone();
+        if i == 0 {
+            opts.ports = Ports::demo();
+        }
+        match Stack::try_start(opts) {
+            Ok(s) => pods.push(s),
+            Err(e) => {
+                eprintln!("pod {i} did not start: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("llmgate fleet demo is up (config: {})", config_path.display());
+    println!(
+        "  Redis Cluster masters {:?}, redis_proxy 127.0.0.1:{}, webdis http://127.0.0.1:{}",
+        cluster.masters, cluster.proxy_port, cluster.webdis_port
+    );
+    for (i, p) in pods.iter().enumerate() {
+        println!(
+            "  pod {i}: Envoy + llmgate http://127.0.0.1:{}, admin http://127.0.0.1:{}",
+            p.ports.listen, p.ports.admin
+        );
+    }
+    println!("fleet is up; Ctrl-C (or make fleet-down) stops everything.");
     loop {
         std::thread::park();
     }

@@ -113,7 +113,10 @@ fn fleet_limits_hold_across_two_envoys() {
         |b| b["usage"]["total_tokens"].as_f64().unwrap_or(0.0),
     );
     let limit = limit_tokens as f64;
-    assert!(used <= limit, "admitted {used} tokens over the fleet limit {limit}");
+    assert!(
+        used <= limit,
+        "admitted {used} tokens over the fleet limit {limit}"
+    );
     assert!(used >= 0.9 * limit, "only {used} of {limit} tokens used");
     for (status, retry, body) in &seen {
         assert!(*status == 200 || *status == 429, "{status} {body}");
@@ -144,7 +147,10 @@ fn fleet_limits_hold_across_two_envoys() {
         },
     );
     assert!(spent <= limit_usd + 1e-9, "spent {spent} over {limit_usd}");
-    assert!(spent >= 0.9 * limit_usd, "only {spent} of {limit_usd} spent");
+    assert!(
+        spent >= 0.9 * limit_usd,
+        "only {spent} of {limit_usd} spent"
+    );
     for (status, retry, body) in &seen {
         assert!(*status == 200 || *status == 429, "{status} {body}");
         if *status == 429 {
@@ -167,7 +173,10 @@ fn fleet_limits_hold_across_two_envoys() {
     let admitted_all = admitted + seen.iter().filter(|(s, _, _)| *s == 200).count();
     let per_thousand = callouts * 1000.0 / admitted_all.max(1) as f64;
     eprintln!("fleet: {callouts} lease callouts for {admitted_all} admitted requests ({per_thousand:.0} per 1,000)");
-    assert!(per_thousand < 500.0, "{per_thousand} callouts per 1,000 requests");
+    assert!(
+        per_thousand < 500.0,
+        "{per_thousand} callouts per 1,000 requests"
+    );
 }
 
 fn chat_tok() -> Request {
@@ -199,7 +208,10 @@ fn a_killed_master_follows_the_failure_mode_and_leases_resume() {
     }));
     let a = pod(&cluster, &cfg);
     for _ in 0..5 {
-        assert_eq!(client::send(a.ports.listen, &chat_tok()).unwrap().status, 200);
+        assert_eq!(
+            client::send(a.ports.listen, &chat_tok()).unwrap().status,
+            200
+        );
     }
     let master = cluster.master_of("{llmgate:fleet:key:tok}").unwrap();
     cluster.kill_master(master);
@@ -207,10 +219,19 @@ fn a_killed_master_follows_the_failure_mode_and_leases_resume() {
     // admitted; never a 5xx.
     for _ in 0..40 {
         let r = client::send(a.ports.listen, &chat_tok()).unwrap();
-        assert!(r.status == 200 || r.status == 429, "{} {}", r.status, r.text());
+        assert!(
+            r.status == 200 || r.status == 429,
+            "{} {}",
+            r.status,
+            r.text()
+        );
     }
     assert!(
-        counter(&a, "llmgate_dependency_failures_total", "dependency=\"fleet\"") > 0.0,
+        counter(
+            &a,
+            "llmgate_dependency_failures_total",
+            "dependency=\"fleet\""
+        ) > 0.0,
         "the fleet dependency failure metric rises"
     );
     cluster.restart_master(master).unwrap();
@@ -222,7 +243,10 @@ fn a_killed_master_follows_the_failure_mode_and_leases_resume() {
         if counter(&a, "llmgate_fleet_callouts_total", "outcome=\"ok\"") > ok_before {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "leases did not resume");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases did not resume"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -239,7 +263,10 @@ fn a_dead_pods_lease_returns_to_the_fleet() {
     }));
     let a = pod(&cluster, &cfg);
     let b = pod(&cluster, &cfg);
-    assert_eq!(client::send(a.ports.listen, &chat_tok()).unwrap().status, 200);
+    assert_eq!(
+        client::send(a.ports.listen, &chat_tok()).unwrap().status,
+        200
+    );
     drop(a); // the pod dies holding its lease
     let used = |port: u16| {
         let mut n = 0;
@@ -257,10 +284,16 @@ fn a_dead_pods_lease_returns_to_the_fleet() {
         n
     };
     let first = used(b.ports.listen);
-    assert!(first < 600 - 11, "the dead pod's lease was still held: {first}");
+    assert!(
+        first < 600 - 11,
+        "the dead pod's lease was still held: {first}"
+    );
     std::thread::sleep(Duration::from_secs(5));
     let second = used(b.ports.listen);
-    assert!(second > 0, "the dead pod's lease returned after lease_ttl_s");
+    assert!(
+        second > 0,
+        "the dead pod's lease returned after lease_ttl_s"
+    );
     // The documented slack: what a dead pod used from its lease but never
     // reported (here 11 tokens) can be admitted again.
     assert!(first + second <= 600, "{first} + {second}");

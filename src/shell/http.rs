@@ -102,7 +102,11 @@ impl Http {
                     let authority = fleet.cfg.authority.clone();
                     match self.dispatch_http_call(
                         &fleet.cfg.cluster,
-                        vec![(":method", "GET"), (":path", "/PING"), (":authority", &authority)],
+                        vec![
+                            (":method", "GET"),
+                            (":path", "/PING"),
+                            (":authority", &authority),
+                        ],
                         None,
                         vec![],
                         std::time::Duration::from_millis(fleet.cfg.timeout_ms.max(1)),

@@ -59,7 +59,8 @@ impl Context for Root {
                         1,
                     );
                 } else {
-                    self.metrics.incr("llmgate.fleet_callouts_total.outcome.ok", 1);
+                    self.metrics
+                        .incr("llmgate.fleet_callouts_total.outcome.ok", 1);
                 }
             }
             return;
@@ -202,11 +203,7 @@ impl RootContext for Root {
                     }
                 }
                 if let Some(fleet) = &config.fleet {
-                    let candidate = format!(
-                        "envoy-{}-{}",
-                        HostClock.now_ms(),
-                        self.context_id
-                    );
+                    let candidate = format!("envoy-{}-{}", HostClock.now_ms(), self.context_id);
                     if let Err(e) = fleet.init(&HostStore, &config.fleet_scopes, &candidate) {
                         log::warn!("llmgate: fleet init: {e:?}");
                     }

@@ -194,7 +194,10 @@ fn fleet(root: &std::path::Path) {
             }
         }
     }
-    println!("llmgate fleet demo is up (config: {})", config_path.display());
+    println!(
+        "llmgate fleet demo is up (config: {})",
+        config_path.display()
+    );
     println!(
         "  Redis Cluster masters {:?}, redis_proxy 127.0.0.1:{}, webdis http://127.0.0.1:{}",
         cluster.masters, cluster.proxy_port, cluster.webdis_port

@@ -366,6 +366,8 @@ struct StackSpec {
     plugin: Option<&'static str>,
     /// Another wasm module than llmgate's (path from the repository root).
     wasm: Option<&'static str>,
+    /// Start a Redis Cluster (redis_proxy + webdis) for fleet mode.
+    fleet: bool,
     runtime: &'static str,
     scenarios: Vec<Scenario>,
 }
@@ -401,6 +403,7 @@ fn extra_specs() -> Vec<StackSpec> {
                 id,
                 plugin: Some(file),
                 wasm: None,
+            fleet: false,
                 runtime: V8,
                 scenarios: vec![scenario(id, id)],
             }
@@ -414,6 +417,7 @@ fn specs() -> Vec<StackSpec> {
             id: "mock",
             plugin: None,
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 target: Target::Mock,
@@ -426,6 +430,7 @@ fn specs() -> Vec<StackSpec> {
             id: "bare",
             plugin: None,
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![
                 Scenario {
@@ -445,6 +450,7 @@ fn specs() -> Vec<StackSpec> {
             id: "reference",
             plugin: Some("reference.json"),
             wasm: Some("target/wasm32-wasip1/release/reference_filter.wasm"),
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -458,6 +464,7 @@ fn specs() -> Vec<StackSpec> {
             id: "auth",
             plugin: Some("auth.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -468,6 +475,7 @@ fn specs() -> Vec<StackSpec> {
             id: "budgets",
             plugin: Some("budgets.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -475,9 +483,24 @@ fn specs() -> Vec<StackSpec> {
             }],
         },
         StackSpec {
+            id: "fleet",
+            plugin: Some("fleet.json"),
+            wasm: None,
+            fleet: true,
+            runtime: V8,
+            scenarios: vec![Scenario {
+                unique: false,
+                ..scenario(
+                    "fleet",
+                    "llmgate, auth + budgets in fleet mode (Redis Cluster leases)",
+                )
+            }],
+        },
+        StackSpec {
             id: "guard",
             plugin: Some("guard.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -488,6 +511,7 @@ fn specs() -> Vec<StackSpec> {
             id: "full-miss",
             plugin: Some("full.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![scenario("full-miss", "llmgate full pipeline, cache miss")],
         },
@@ -495,6 +519,7 @@ fn specs() -> Vec<StackSpec> {
             id: "full-nocache",
             plugin: Some("full-nocache.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![scenario(
                 "full-nocache",
@@ -505,6 +530,7 @@ fn specs() -> Vec<StackSpec> {
             id: "full-hit",
             plugin: Some("full.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -516,6 +542,7 @@ fn specs() -> Vec<StackSpec> {
             id: "stream",
             plugin: Some("full.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 stream: true,
@@ -527,6 +554,7 @@ fn specs() -> Vec<StackSpec> {
             id: "coalesce",
             plugin: Some("coalesce.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -540,6 +568,7 @@ fn specs() -> Vec<StackSpec> {
             id: "coalesce-off",
             plugin: Some("coalesce-off.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -553,6 +582,7 @@ fn specs() -> Vec<StackSpec> {
             id: "response-filter",
             plugin: Some("response-filter.json"),
             wasm: None,
+            fleet: false,
             runtime: V8,
             scenarios: vec![scenario(
                 "response-filter",
@@ -563,6 +593,7 @@ fn specs() -> Vec<StackSpec> {
             id: "wamr",
             plugin: Some("full.json"),
             wasm: None,
+            fleet: false,
             runtime: "envoy.wasm.runtime.wamr",
             scenarios: vec![scenario("wamr", "llmgate full pipeline, miss, WAMR")],
         },
@@ -570,6 +601,7 @@ fn specs() -> Vec<StackSpec> {
             id: "wasmtime",
             plugin: Some("full.json"),
             wasm: None,
+            fleet: false,
             runtime: "envoy.wasm.runtime.wasmtime",
             scenarios: vec![scenario(
                 "wasmtime",
@@ -765,6 +797,20 @@ fn run_stack(
     opts.runtime = spec.runtime.to_string();
     opts.start_redis = spec.plugin.is_some();
     eprintln!("== {} ({})", spec.id, spec.runtime);
+    let cluster = if spec.fleet {
+        match llmgate_integration::cluster::RedisCluster::try_start() {
+            Ok(c) => {
+                opts.fleet_webdis_port = Some(c.webdis_port);
+                Some(c)
+            }
+            Err(e) => {
+                fail_all(rows, &Outcome::Failed(format!("Redis Cluster: {e}")));
+                return result;
+            }
+        }
+    } else {
+        None
+    };
     let stack = match Stack::try_start(opts) {
         Ok(s) => s,
         Err(e) => {
@@ -836,6 +882,7 @@ fn run_stack(
     }
     result.memory = Some(envoy_memory(&stack));
     drop(stack);
+    drop(cluster);
     result
 }
 
@@ -1222,6 +1269,24 @@ impl Report<'_> {
                 m[0].p50,
                 f[0].p50,
                 mark(added <= 200.0)
+            );
+        }
+        if let (Some(f), Some(l)) = (
+            find(self.rows, "fleet", "1 KB"),
+            find(self.rows, "budgets", "1 KB"),
+        ) {
+            let d1 = (f[0].p50 - l[0].p50) / l[0].p50.max(1.0);
+            let d32 = (f[1].p50 - l[1].p50) / l[1].p50.max(1.0);
+            let _ = writeln!(
+                md,
+                "| fleet mode (issue 16): median latency within 10% of local budgets at 1 and 32 connections | {:+.0}% @1 (p50 {:.0} vs {:.0} µs), {:+.0}% @32 (p50 {:.0} vs {:.0} µs) | {} |",
+                d1 * 100.0,
+                f[0].p50,
+                l[0].p50,
+                d32 * 100.0,
+                f[1].p50,
+                l[1].p50,
+                mark(d1 <= 0.10 && d32 <= 0.10)
             );
         }
         if let (Some(s), Some(b)) = (

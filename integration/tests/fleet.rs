@@ -298,3 +298,61 @@ fn a_dead_pods_lease_returns_to_the_fleet() {
     // reported (here 11 tokens) can be admitted again.
     assert!(first + second <= 600, "{first} + {second}");
 }
+
+#[test]
+fn the_exact_cache_works_on_the_cluster_and_fails_open_with_a_shard_down() {
+    let mut cluster = RedisCluster::start();
+    let mut opts = Options::new(&config(json!({
+        "keys": [
+            {"id": "a", "sha256": sha256_hex(b"sk-tenant-a"), "tenant": "ta"},
+            {"id": "b", "sha256": sha256_hex(b"sk-tenant-b"), "tenant": "tb"}
+        ],
+        "cache": {"enabled": true, "l1_bytes": 0, "timeout_ms": 200}
+    })));
+    // The cache's webdis cluster is the one in front of the Redis Cluster.
+    opts.webdis_cluster_port = Some(cluster.webdis_port);
+    let s = Stack::start(opts);
+    let ask = |key: &str, text: &str| {
+        Request::post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}]}),
+        )
+        .bearer(key)
+    };
+    for i in 0..6 {
+        let text = format!("cluster question {i}");
+        let r = s.send(&ask("sk-tenant-a", &text));
+        assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+        std::thread::sleep(Duration::from_millis(150));
+        let r = s.send(&ask("sk-tenant-a", &text));
+        assert_eq!(r.header("x-llmgate-cache"), Some("hit"), "question {i}");
+        // Another tenant never sees it.
+        let r = s.send(&ask("sk-tenant-b", &text));
+        assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    }
+    // Entries spread over the shards.
+    let per_master: Vec<usize> = (0..3)
+        .map(|m| {
+            cluster
+                .redis(m, &["DBSIZE"])
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        per_master.iter().filter(|n| **n > 0).count() >= 2,
+        "{per_master:?}"
+    );
+    // One shard down: every request still answered (fail open).
+    cluster.kill_master(0);
+    for i in 0..10 {
+        let r = s.send(&ask("sk-tenant-a", &format!("while a shard is down {i}")));
+        assert_eq!(r.status, 200);
+    }
+    assert!(s
+        .metric(
+            "llmgate_dependency_failures_total",
+            &[("dependency", "webdis")]
+        )
+        .is_some_and(|v| v > 0.0));
+}

@@ -169,3 +169,27 @@ fn followers_that_hang_up_leave_nothing_behind() {
     assert_eq!(r.header("x-llmgate-cache"), Some("hit"));
     assert!(!s.envoy_log().contains("panicked"));
 }
+
+#[test]
+fn streaming_requests_through_the_openai_sdk_are_coalesced() {
+    let s = stack(json!({"enabled": true}), 2);
+    let root = llmgate_integration::repo_root();
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("integration/sdk/coalesce_sdk.py"))
+        .arg(s.url())
+        .arg(DEMO_KEY)
+        .arg("20")
+        .output()
+        .expect("python from .venv (make test installs the SDKs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["answers"], 20);
+    assert_eq!(v["texts"], json!(["one answer for all of you"]));
+    assert_eq!(v["coalesced"], 19, "{v}");
+    assert_eq!(s.mock_requests(Mock::Primary), 1);
+}

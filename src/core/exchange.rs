@@ -1711,6 +1711,42 @@ impl Exchange {
         }
     }
 
+    /// `x-ratelimit-*` for a fleet-scoped key: this Envoy's lease plus the
+    /// fleet's remaining as of its last lease exchange.
+    fn fleet_rate_limit_headers(
+        &mut self,
+        fleet: &crate::core::fleet::Fleet,
+        scopes: &[crate::core::fleet::FleetScope],
+    ) {
+        let Some(who) = &self.identity else {
+            return;
+        };
+        let key = ScopeId::Key(who.key_id.clone()).storage_name();
+        let Some(scope) = scopes.iter().find(|s| s.name == key) else {
+            return;
+        };
+        let Ok(all) = fleet.peek(&*self.store, &*self.clock, scope) else {
+            return;
+        };
+        let mut rl = RateLimitInfo::default();
+        for r in all {
+            match r.limit {
+                crate::core::budget::LimitKind::RequestsPerMinute => {
+                    rl.limit_requests = Some(r.limit_value);
+                    rl.remaining_requests = r.remaining;
+                }
+                crate::core::budget::LimitKind::TokensPerMinute => {
+                    rl.limit_tokens = Some(r.limit_value);
+                    rl.remaining_tokens = r.remaining;
+                }
+                _ => {}
+            }
+        }
+        if rl.limit_requests.is_some() || rl.limit_tokens.is_some() {
+            self.set_rate_limit_headers(&rl);
+        }
+    }
+
     fn count_fleet_answer(&self, report: &crate::core::fleet::AnswerReport) {
         if let Some(f) = &report.failure {
             self.metrics
@@ -1775,6 +1811,7 @@ impl Exchange {
                 if res.degraded() {
                     self.metrics.incr("llmgate.fleet_degraded_total", 1);
                 }
+                self.fleet_rate_limit_headers(fleet, &scopes);
                 self.fleet_res = Some(res);
                 self.fleet_wait_until = None;
                 let flow = self.after_admission(api);

@@ -403,7 +403,7 @@ fn extra_specs() -> Vec<StackSpec> {
                 id,
                 plugin: Some(file),
                 wasm: None,
-            fleet: false,
+                fleet: false,
                 runtime: V8,
                 scenarios: vec![scenario(id, id)],
             }

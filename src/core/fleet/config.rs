@@ -201,7 +201,16 @@ fn check_range(field: &str, v: u64, min: u64, max: u64) -> Result<u64, ConfigErr
 impl FleetConfig {
     /// Validates and compiles. Errors name the field (`lease.tokens`, …).
     pub fn compile(&self) -> Result<CompiledFleet, ConfigError> {
-        check_name("cluster", &self.cluster, true)?;
+        // Any Envoy cluster name (Istio's are `outbound|PORT||HOST`).
+        if self.cluster.is_empty()
+            || self.cluster.len() > 255
+            || self.cluster.chars().any(|c| c.is_control() || c == ' ')
+        {
+            return Err(ConfigError::new(
+                "cluster",
+                "must be an Envoy cluster name (1-255 characters, no spaces)",
+            ));
+        }
         check_name("authority", &self.authority, true)?;
         check_name("key_prefix", &self.key_prefix, false)?;
         let chunk_tokens = check_range("lease.tokens", self.lease.tokens, 1, MAX_LUA_INT)?;

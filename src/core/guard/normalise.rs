@@ -900,6 +900,33 @@ mod tests {
     }
 
     #[test]
+    fn views_never_panic() {
+        let mut v = String::new();
+        let long = "a ".repeat(5000) + &"é-".repeat(3000) + &"1@$!|".repeat(500);
+        for s in [
+            "",
+            " ",
+            "a",
+            "a b",
+            "a b c d",
+            "é ü ö ß ø",
+            "日 本 語 で す",
+            "--- - - - -",
+            "a-b-c-d-",
+            "-a-b-c-d",
+            "||||",
+            "!!! $$$ @@@ 000",
+            "\u{200B} \u{200B} \u{200B} \u{200B}",
+            "x\ny\nz\nw\nv",
+            long.as_str(),
+        ] {
+            let _ = letter_spaced_view(s, &mut v);
+            let _ = leet_view(s, &mut v);
+            let _ = normalise(&v);
+        }
+    }
+
+    #[test]
     fn odd_unicode_never_panics() {
         for s in [
             "\u{FEFF}",

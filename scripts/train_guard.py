@@ -425,17 +425,18 @@ def loso(args, root, recs, S, tids, ty, tw, tsrc, log):
         trained = set(tids[keep].tolist())
         att = sorted({r["_t"] for r in by_source[s] if r["label"] == "attack" and r["_t"] not in trained})
         ben = sorted({r["_t"] for r in by_source[s] if r["label"] == "benign" and r["_t"] not in trained})
-        det = float(np.mean(sc[att] > thr)) if att else float("nan")
-        fpr = float(np.mean(sc[ben] > thr)) if ben else float("nan")
+        det = float(np.mean(sc[att] > thr)) if att else None
+        fpr = float(np.mean(sc[ben] > thr)) if ben else None
         cal_fpr = float(np.mean(sc[cal] > thr))
         results.append({"source": s, "attacks": len(att), "detection": det, "benign": len(ben), "fpr": fpr, "calibration_fpr": cal_fpr, "attack_texts": att, "benign_texts": ben, "threshold": thr})
-        log(f"loso {s:32s} attacks {len(att):6d} det {det:.3f}  benign {len(ben):6d} fpr {fpr:.4f}  ({time.time() - t0:.0f} s)")
+        fmt = lambda x: "  -  " if x is None else f"{x:.4f}"  # noqa: E731
+        log(f"loso {s:32s} attacks {len(att):6d} det {fmt(det)}  benign {len(ben):6d} fpr {fmt(fpr)}  ({time.time() - t0:.0f} s)")
         # scores of the left-out texts, for combining with the rules
         results[-1]["scores"] = {str(t): float(sc[t] - thr) for t in att + ben}
     out = os.path.join(root, "target", "guard-loso.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"texts_file": "target/guard-loso-texts.jsonl", "results": results}, f)
+        json.dump({"texts_file": "target/guard-loso-texts.jsonl", "results": results}, f, allow_nan=False)
     # the texts themselves, for the Rust side (rules on the same texts)
     need = sorted({t for r in results for t in r["attack_texts"] + r["benign_texts"]})
     texts = {}

@@ -326,7 +326,7 @@ def main():
     ap.add_argument("--corpus", default="../shared/corpus")
     ap.add_argument("--ours", default="tests/data/guard")
     ap.add_argument("--out", default="src/core/guard/guard_model.bin")
-    ap.add_argument("--C", type=float, default=8.0)
+    ap.add_argument("--C", type=float, default=24.0)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--loso", action="store_true", help="leave-one-source-out evaluation instead of training")
     args = ap.parse_args()

@@ -19,7 +19,7 @@
 #[path = "../src/core"]
 mod core {
     pub use llmgate::core::api;
-    pub use llmgate::core::config;
+    pub use llmgate::core::error;
     pub mod guard;
 }
 

@@ -49,7 +49,7 @@ pub mod injection;
 pub mod normalise;
 
 use crate::core::api::Api;
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -34,36 +34,41 @@ overall score from 1 to 10, and a verdict: \"PASS\" if the answer is acceptable 
 fences), exactly in this form:\n\
 {\"scores\": {\"<criterion>\": <1-10>, ...}, \"overall\": <1-10>, \"verdict\": \"PASS\" or \"FAIL\", \"reason\": \"<one sentence>\"}";
 
-/// The chat-completions body of a judge request.
+/// The chat-completions body of a judge request. The rubric and the case
+/// (criteria, the assistant's system prompt, the query, the reference) go in
+/// the system message and only the answer to judge in the user message: the
+/// case material is the evaluator's own text, not a user's, so the gateway's
+/// request guard (which scans user turns) judges only the answer, and a
+/// rubric that quotes a system prompt is not mistaken for an injection.
 pub fn judge_request(model: &str, input: &JudgeInput<'_>) -> Value {
-    let mut user = String::new();
-    user.push_str("Criteria to score:\n");
+    let mut system = String::from(RUBRIC);
+    system.push_str("\n\nCriteria to score:\n");
     for c in input.criteria {
-        user.push_str(&format!("- {c}\n"));
+        system.push_str(&format!("- {c}\n"));
     }
     if let Some(s) = input.system {
-        user.push_str(&format!(
+        system.push_str(&format!(
             "\nSystem prompt given to the assistant:\n<<<\n{s}\n>>>\n"
         ));
     }
     if let Some(p) = input.prompt {
-        user.push_str(&format!(
+        system.push_str(&format!(
             "\nThe assistant used the server-side prompt template {p}.\n"
         ));
     }
-    user.push_str(&format!("\nUser query:\n<<<\n{}\n>>>\n", input.query));
+    system.push_str(&format!("\nUser query:\n<<<\n{}\n>>>\n", input.query));
     if let Some(r) = input.reference {
-        user.push_str(&format!("\nReference answer:\n<<<\n{r}\n>>>\n"));
+        system.push_str(&format!("\nReference answer:\n<<<\n{r}\n>>>\n"));
     }
-    user.push_str(&format!(
-        "\nAssistant's answer:\n<<<\n{}\n>>>\n\nReturn the JSON verdict now.",
+    let user = format!(
+        "Assistant's answer:\n<<<\n{}\n>>>\n\nReturn the JSON verdict now.",
         input.answer
-    ));
+    );
     json!({
         "model": model,
         "temperature": 0,
         "messages": [
-            {"role": "system", "content": RUBRIC},
+            {"role": "system", "content": system},
             {"role": "user", "content": user},
         ],
     })
@@ -343,6 +348,7 @@ mod tests {
             },
         );
         assert_eq!(r["model"], "judge-m");
+        let system = r["messages"][0]["content"].as_str().unwrap();
         let user = r["messages"][1]["content"].as_str().unwrap();
         for s in [
             "- accuracy",
@@ -351,10 +357,10 @@ mod tests {
             "support@v2",
             "Q?",
             "ref",
-            "A!",
         ] {
-            assert!(user.contains(s), "{s}");
+            assert!(system.contains(s), "{s}");
         }
+        assert!(user.contains("A!"));
         assert!(r["messages"][0]["content"]
             .as_str()
             .unwrap()

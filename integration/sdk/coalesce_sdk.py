@@ -13,18 +13,27 @@ from openai import OpenAI
 
 def main():
     base, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    c = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+    c = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=60)
     barrier = threading.Barrier(n)
     out = []
     lock = threading.Lock()
 
+    errors = []
+
     def one():
-        barrier.wait()
+        try:
+            barrier.wait(timeout=60)
+            run()
+        except Exception as e:  # reported, never silently dropped
+            with lock:
+                errors.append(repr(e)[:300])
+
+    def run():
         raw = c.chat.completions.with_raw_response.create(
             model="gpt-4o-mini",
             temperature=0,
             stream=True,
-            messages=[{"role": "user", "content": "REPLY: one answer for all of you"}],
+            messages=[{"role": "user", "content": "What do you tell all of us?"}],
             extra_headers={"x-mock-delay-ms": "500"},
         )
         cache = raw.headers.get("x-llmgate-cache")
@@ -43,6 +52,7 @@ def main():
         "coalesced": sum(1 for c, _ in out if c == "coalesced"),
         "texts": sorted(set(t for _, t in out)),
         "answers": len(out),
+        "errors": errors,
     }))
 
 

@@ -292,12 +292,15 @@ fn eval_judges_through_the_gateway() {
     let last = s.mock_json(Mock::Primary, "/mock/last");
     assert_eq!(last["body"]["model"], "judge-model-x");
     assert_eq!(last["body"]["temperature"], 0);
+    // The case material in the system message, the answer to judge in the
+    // user message (the gateway's guard scans user turns only).
+    let judge_case = last["body"]["messages"][0]["content"].as_str().unwrap();
     let judge_prompt = last["body"]["messages"][1]["content"].as_str().unwrap();
     assert!(
         judge_prompt.contains("TCP is a protocol."),
         "{judge_prompt}"
     );
-    assert!(judge_prompt.contains("Explain TCP."));
+    assert!(judge_case.contains("Explain TCP."));
 
     for (id, status) in [
         ("passes", "PASS"),

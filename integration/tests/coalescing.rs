@@ -173,6 +173,13 @@ fn followers_that_hang_up_leave_nothing_behind() {
 #[test]
 fn streaming_requests_through_the_openai_sdk_are_coalesced() {
     let s = stack(json!({"enabled": true}), 2);
+    // One queued reply: only the leader reaches the mock.
+    s.mock_control(
+        Mock::Primary,
+        "POST",
+        "/mock/replies",
+        r#"{"replies": ["one answer for all of you"]}"#,
+    );
     let root = llmgate_integration::repo_root();
     let out = std::process::Command::new(root.join(".venv/bin/python"))
         .arg(root.join("integration/sdk/coalesce_sdk.py"))
@@ -188,7 +195,7 @@ fn streaming_requests_through_the_openai_sdk_are_coalesced() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(v["answers"], 20);
+    assert_eq!(v["answers"], 20, "{v}");
     assert_eq!(v["texts"], json!(["one answer for all of you"]));
     assert_eq!(v["coalesced"], 19, "{v}");
     assert_eq!(s.mock_requests(Mock::Primary), 1);

@@ -33,7 +33,7 @@ def main():
             model="gpt-4o-mini",
             temperature=0,
             stream=True,
-            messages=[{"role": "user", "content": "What do you tell all of us?"}],
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
             extra_headers={"x-mock-delay-ms": "500"},
         )
         cache = raw.headers.get("x-llmgate-cache")

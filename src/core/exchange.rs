@@ -184,6 +184,17 @@ struct Parked {
     modified: bool,
 }
 
+/// How a finished exchange's reservations are closed.
+#[derive(Debug, Clone, Copy)]
+enum Charge {
+    /// Settled to the reported usage (or the estimate without one).
+    Usage,
+    /// A stream cut short (client gone, upstream reset): what was delivered.
+    Delivered { tokens: u64, micro_usd: u64 },
+    /// Failed or refused: released (the request stays counted).
+    Release,
+}
+
 /// How the response body is handled.
 enum Body {
     /// Not looked at (not an LLM request, or a local reply).
@@ -540,79 +551,48 @@ impl Exchange {
                 }
             }
         }
-        if let Some(r) = self.reservation.take() {
-            let ok = self.completed && !self.replied && self.status > 0 && self.status < 400;
-            let partial = self.partial_usage(&model);
-            let report = if let (false, Some((tokens, micro_usd))) = (ok, partial) {
-                // A stream cut short (client gone, upstream reset): what was
-                // delivered is charged, not released.
-                self.config.budgets.settle(
-                    &*self.store,
-                    &*self.clock,
-                    &r,
-                    Actual {
-                        tokens,
-                        micro_usd: Some(micro_usd),
-                    },
-                )
-            } else if ok {
-                let tokens = self
-                    .usage
-                    .as_ref()
-                    .map(|u| u.total_tokens())
-                    .unwrap_or(r.estimate.tokens);
-                self.config.budgets.settle(
-                    &*self.store,
-                    &*self.clock,
-                    &r,
-                    Actual {
-                        tokens,
-                        micro_usd: cost,
-                    },
-                )
-            } else {
-                self.config.budgets.release(&*self.store, &*self.clock, &r)
-            };
-            if !report.store_failures.is_empty() {
-                m.incr(
-                    "llmgate.dependency_failures_total.dependency.shared_data",
-                    report.store_failures.len() as u64,
-                );
+        // One decision for local and fleet reservations: settle to the usage,
+        // settle to what a cut-short stream delivered, or release.
+        let charge = self.charge(&model);
+        let actual = |fallback_tokens: u64| -> Option<Actual> {
+            match charge {
+                Charge::Usage => Some(Actual {
+                    tokens: self
+                        .usage
+                        .as_ref()
+                        .map_or(fallback_tokens, |u| u.total_tokens()),
+                    micro_usd: cost,
+                }),
+                Charge::Delivered { tokens, micro_usd } => Some(Actual {
+                    tokens,
+                    micro_usd: Some(micro_usd),
+                }),
+                Charge::Release => None,
             }
+        };
+        let mut store_failures = 0usize;
+        if let Some(r) = self.reservation.take() {
+            let report = match actual(r.estimate.tokens) {
+                Some(a) => self
+                    .config
+                    .budgets
+                    .settle(&*self.store, &*self.clock, &r, a),
+                None => self.config.budgets.release(&*self.store, &*self.clock, &r),
+            };
+            store_failures = store_failures.saturating_add(report.store_failures.len());
         }
         if let (Some(res), Some(fleet)) = (self.fleet_res.take(), &self.config.fleet) {
-            let ok = self.completed && !self.replied && self.status > 0 && self.status < 400;
-            let partial = self.partial_usage(&model);
-            let report = match (ok, partial) {
-                (true, _) => fleet.settle(
-                    &*self.store,
-                    &*self.clock,
-                    &res,
-                    Actual {
-                        tokens: self
-                            .usage
-                            .as_ref()
-                            .map_or(self.fleet_estimate.tokens, |u| u.total_tokens()),
-                        micro_usd: cost,
-                    },
-                ),
-                (false, Some((tokens, micro_usd))) => fleet.settle(
-                    &*self.store,
-                    &*self.clock,
-                    &res,
-                    Actual {
-                        tokens,
-                        micro_usd: Some(micro_usd),
-                    },
-                ),
-                (false, None) => fleet.release(&*self.store, &*self.clock, &res),
+            let failures = match actual(self.fleet_estimate.tokens) {
+                Some(a) => fleet.settle(&*self.store, &*self.clock, &res, a),
+                None => fleet.release(&*self.store, &*self.clock, &res),
             };
-            if !report.is_empty() {
-                self.metrics.incr(
-                    "llmgate.dependency_failures_total.dependency.shared_data",
-                    report.len() as u64,
-                );
-            }
+            store_failures = store_failures.saturating_add(failures.len());
+        }
+        if store_failures > 0 {
+            m.incr(
+                "llmgate.dependency_failures_total.dependency.shared_data",
+                store_failures as u64,
+            );
         }
         let record = AuditRecord {
             time: rfc3339_ms(self.start_ms),
@@ -1334,6 +1314,41 @@ impl Exchange {
             return false;
         }
         !self.completed || self.status >= 500 || self.status == 0
+    }
+
+    /// The end of a non-streamed response: complete, stored if cacheable,
+    /// accounted.
+    fn complete_json(&mut self, api: Api, body: Vec<u8>) {
+        self.completed = true;
+        if self.cache_plan.store()
+            && self
+                .config
+                .cache
+                .should_store(self.status, Some(&self.content_type), body.len())
+        {
+            let entry = Entry {
+                api,
+                stream: false,
+                content_type: self.content_type.clone(),
+                created_ms: self.clock.now_ms(),
+                model: self.served_model.clone(),
+                usage: self.usage,
+                body,
+            };
+            self.store(entry);
+        }
+        self.finish();
+    }
+
+    /// How the reservations of this exchange are closed.
+    fn charge(&self, model: &str) -> Charge {
+        if self.completed && !self.replied && self.status > 0 && self.status < 400 {
+            return Charge::Usage;
+        }
+        match self.partial_usage(model) {
+            Some((tokens, micro_usd)) => Charge::Delivered { tokens, micro_usd },
+            None => Charge::Release,
+        }
     }
 
     /// Tokens and micro-USD to charge for a streamed response that did not
@@ -2176,26 +2191,7 @@ impl Exchange {
                     self.usage = info.usage;
                     self.served_model = info.model;
                 }
-                self.completed = true;
-                if self.cache_plan.store()
-                    && self.config.cache.should_store(
-                        self.status,
-                        Some(&self.content_type),
-                        body.len(),
-                    )
-                {
-                    let entry = Entry {
-                        api,
-                        stream: false,
-                        content_type: self.content_type.clone(),
-                        created_ms: self.clock.now_ms(),
-                        model: self.served_model.clone(),
-                        usage: self.usage,
-                        body,
-                    };
-                    self.store(entry);
-                }
-                self.finish();
+                self.complete_json(api, body);
                 Flow::Continue
             }
             Body::Buffer => {
@@ -2265,26 +2261,7 @@ impl Exchange {
                 }
                 let headers = std::mem::take(&mut self.resp_headers);
                 self.flush_response_headers(headers, &edits);
-                self.completed = true;
-                if self.cache_plan.store()
-                    && self.config.cache.should_store(
-                        self.status,
-                        Some(&self.content_type),
-                        body.len(),
-                    )
-                {
-                    let entry = Entry {
-                        api,
-                        stream: false,
-                        content_type: self.content_type.clone(),
-                        created_ms: self.clock.now_ms(),
-                        model: self.served_model.clone(),
-                        usage: self.usage,
-                        body,
-                    };
-                    self.store(entry);
-                }
-                self.finish();
+                self.complete_json(api, body);
                 Flow::Continue
             }
             Body::Stream {

@@ -148,6 +148,26 @@ pub fn coalesced_reply(entry: &Entry, request_id: &str) -> Reply {
     }
 }
 
+/// Metrics of a fleet lease callout's answer (request or root context).
+pub fn count_fleet_answer(metrics: &dyn MetricsSink, report: &crate::core::fleet::AnswerReport) {
+    match &report.failure {
+        Some(f) => {
+            metrics.incr("llmgate.dependency_failures_total.dependency.fleet", 1);
+            metrics.incr(
+                &format!("llmgate.fleet_callouts_total.outcome.{}", f.reason()),
+                1,
+            );
+        }
+        None => metrics.incr("llmgate.fleet_callouts_total.outcome.ok", 1),
+    }
+    if !report.store_failures.is_empty() {
+        metrics.incr(
+            "llmgate.dependency_failures_total.dependency.shared_data",
+            report.store_failures.len() as u64,
+        );
+    }
+}
+
 /// `x-llmgate-cache` of a follower answered from its leader.
 pub const HEADER_COALESCED: &str = "coalesced";
 
@@ -1763,23 +1783,7 @@ impl Exchange {
     }
 
     fn count_fleet_answer(&self, report: &crate::core::fleet::AnswerReport) {
-        if let Some(f) = &report.failure {
-            self.metrics
-                .incr("llmgate.dependency_failures_total.dependency.fleet", 1);
-            self.metrics.incr(
-                &format!("llmgate.fleet_callouts_total.outcome.{}", f.reason()),
-                1,
-            );
-        } else {
-            self.metrics
-                .incr("llmgate.fleet_callouts_total.outcome.ok", 1);
-        }
-        if !report.store_failures.is_empty() {
-            self.metrics.incr(
-                "llmgate.dependency_failures_total.dependency.shared_data",
-                report.store_failures.len() as u64,
-            );
-        }
+        count_fleet_answer(&*self.metrics, report);
     }
 
     /// The fleet scopes of this request's identity (key, tenant).

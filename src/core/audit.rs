@@ -31,6 +31,10 @@ pub struct AuditRecord {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
     pub cost_usd: Option<f64>,
+    /// Tokens of the semantic cache's embedding call (counted to the key;
+    /// its cost is in `cost_usd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_tokens: Option<u64>,
     pub latency_ms: u64,
     pub ttft_ms: Option<u64>,
     pub prompt_id: Option<String>,

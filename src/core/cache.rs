@@ -167,7 +167,7 @@ pub const MAX_CLUSTER_LEN: usize = 255;
 ///   "shared": false
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Whether the cache is used at all (default `false`).
@@ -198,6 +198,8 @@ pub struct CacheConfig {
     pub l1_bytes: u64,
     /// Request coalescing (see `core::coalesce`).
     pub coalesce: crate::core::coalesce::CoalesceConfig,
+    /// The semantic tier (see `core::semantic`).
+    pub semantic: crate::core::semantic::SemanticConfig,
 }
 
 impl Default for CacheConfig {
@@ -213,6 +215,7 @@ impl Default for CacheConfig {
             shared: false,
             l1_bytes: DEFAULT_L1_BYTES,
             coalesce: crate::core::coalesce::CoalesceConfig::default(),
+            semantic: crate::core::semantic::SemanticConfig::default(),
         }
     }
 }
@@ -274,6 +277,7 @@ impl CacheConfig {
         }
         Ok(CompiledCache {
             coalesce: self.coalesce.compile()?,
+            semantic: self.semantic.compile()?,
             l1_bytes: usize::try_from(self.l1_bytes).unwrap_or(usize::MAX),
             enabled: self.enabled,
             cluster: self.cluster.clone(),
@@ -288,7 +292,7 @@ impl CacheConfig {
 }
 
 /// The validated cache configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CompiledCache {
     pub enabled: bool,
     pub cluster: String,
@@ -300,6 +304,7 @@ pub struct CompiledCache {
     pub shared: bool,
     pub l1_bytes: usize,
     pub coalesce: crate::core::coalesce::Coalescer,
+    pub semantic: crate::core::semantic::CompiledSemantic,
 }
 
 impl Default for CompiledCache {
@@ -315,6 +320,7 @@ impl Default for CompiledCache {
             shared: false,
             l1_bytes: 4 * 1024 * 1024,
             coalesce: crate::core::coalesce::Coalescer::default(),
+            semantic: crate::core::semantic::CompiledSemantic::default(),
         }
     }
 }
@@ -369,6 +375,15 @@ pub const KEY_FIELDS: &[&str] = &[
 /// Version of the canonical form; bump it when the form changes so old
 /// entries are simply never found again.
 const KEY_SCHEME: &str = "llmgate-cache-key/1";
+/// Scheme of the semantic cache's context hash.
+const CONTEXT_SCHEME: &str = "llmgate-semantic-context/1";
+
+/// Which canonical form to write.
+struct Canon<'a> {
+    scheme: &'a str,
+    /// Replaces the body's `messages` (the semantic context).
+    messages: Option<&'a [Value]>,
+}
 
 /// Where canonical bytes go: a hasher in production, a buffer in tests.
 trait Sink {
@@ -422,6 +437,33 @@ impl CompiledCache {
         key
     }
 
+    /// The semantic cache's context hash (lowercase hex SHA-256): the same
+    /// canonical form as [`CompiledCache::key`] under another scheme, with
+    /// `messages` replaced by `messages` (the conversation before the last
+    /// user turn) and `extra` strings appended (the embedding model, the
+    /// question's literals).
+    pub fn context_hash(
+        &self,
+        tenant: &str,
+        api: Api,
+        body: &Map<String, Value>,
+        prompt_version: Option<&str>,
+        messages: &[Value],
+        extra: &[&str],
+    ) -> String {
+        let mut hasher = Sha256::new();
+        let canon = Canon {
+            scheme: CONTEXT_SCHEME,
+            messages: Some(messages),
+        };
+        self.write_canonical_as(&mut hasher, &canon, tenant, api, body, prompt_version);
+        for e in extra {
+            hasher.put(b"\n");
+            write_str(&mut hasher, e);
+        }
+        hex(&hasher.finalize())
+    }
+
     fn write_canonical(
         &self,
         out: &mut dyn Sink,
@@ -430,8 +472,24 @@ impl CompiledCache {
         body: &Map<String, Value>,
         prompt_version: Option<&str>,
     ) {
+        let canon = Canon {
+            scheme: KEY_SCHEME,
+            messages: None,
+        };
+        self.write_canonical_as(out, &canon, tenant, api, body, prompt_version);
+    }
+
+    fn write_canonical_as(
+        &self,
+        out: &mut dyn Sink,
+        canon: &Canon<'_>,
+        tenant: &str,
+        api: Api,
+        body: &Map<String, Value>,
+        prompt_version: Option<&str>,
+    ) {
         out.put(b"{\"scheme\":");
-        write_str(out, KEY_SCHEME);
+        write_str(out, canon.scheme);
         if self.shared {
             out.put(b",\"shared\":true");
         } else {
@@ -459,6 +517,16 @@ impl CompiledCache {
         out.put(b",\"body\":{");
         let mut first = true;
         for name in KEY_FIELDS {
+            if let (Some(m), "messages") = (canon.messages, *name) {
+                if !first {
+                    out.put(b",");
+                }
+                first = false;
+                write_str(out, name);
+                out.put(b":");
+                write_array(out, m);
+                continue;
+            }
             match body.get(*name) {
                 None | Some(Value::Null) => {}
                 Some(value) => {
@@ -499,16 +567,7 @@ fn write_value(out: &mut dyn Sink, value: &Value) {
         Value::Bool(false) => out.put(b"false"),
         Value::Number(n) => out.put(canonical_number(n).as_bytes()),
         Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.put(b"[");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.put(b",");
-                }
-                write_value(out, item);
-            }
-            out.put(b"]");
-        }
+        Value::Array(items) => write_array(out, items),
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -524,6 +583,17 @@ fn write_value(out: &mut dyn Sink, value: &Value) {
             out.put(b"}");
         }
     }
+}
+
+fn write_array(out: &mut dyn Sink, items: &[Value]) {
+    out.put(b"[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.put(b",");
+        }
+        write_value(out, item);
+    }
+    out.put(b"]");
 }
 
 /// One spelling per numeric value: integers (and integral floats, e.g.

@@ -29,6 +29,7 @@ use crate::core::pipeline::{self, Head, Identity};
 use crate::core::prompts::{self, Selection};
 use crate::core::respfilter::{self, Findings, StreamFilter};
 use crate::core::routing::{self, RequestFacts};
+use crate::core::semantic;
 use crate::core::sse::SseParser;
 use crate::core::translate::{self, RequestOptions, ResponseOptions, StreamTranslator};
 use crate::core::usage::{self, IncludeUsage, StreamTracker, Usage, Verdict};
@@ -70,6 +71,10 @@ pub struct Effects {
     /// GET this path on the cache cluster; on a dispatch failure call
     /// [`Exchange::on_cache_dispatch_failed`].
     pub cache_lookup: Option<String>,
+    /// An HTTP callout for this request (semantic cache: embeddings, vector
+    /// search); its answer goes to [`Exchange::on_semantic_answer`], a
+    /// dispatch failure to [`Exchange::on_semantic_dispatch_failed`].
+    pub callout: Option<Callout>,
     /// Resume the paused request.
     pub resume: bool,
     /// Fleet lease callouts to dispatch from this context; their answers go
@@ -82,11 +87,23 @@ pub struct Effects {
     pub fleet_poll: bool,
 }
 
+/// An HTTP callout to dispatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
 /// A cache store waiting to be sent by the root context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingStore {
     pub path: String,
     pub body: Vec<u8>,
+    /// A semantic-tier store (to `cache.semantic.cluster`, answered in
+    /// RESP) rather than an exact one (to `cache.cluster`).
+    pub semantic: bool,
 }
 
 /// State shared by the exchanges of one VM (one worker).
@@ -170,6 +187,28 @@ pub fn count_fleet_answer(metrics: &dyn MetricsSink, report: &crate::core::fleet
 
 /// `x-llmgate-cache` of a follower answered from its leader.
 pub const HEADER_COALESCED: &str = "coalesced";
+/// `x-llmgate-cache` (and audit `cache`) of an answer from the semantic tier.
+pub const HEADER_SEMANTIC_HIT: &str = "semantic-hit";
+/// Audit `cache` of a request the semantic tier looked up and missed.
+pub const AUDIT_SEMANTIC_MISS: &str = "semantic-miss";
+
+/// A `PUT` to webdis (semantic search).
+fn webdis_put(cluster: &str, path: String, body: Vec<u8>, timeout_ms: u64) -> Callout {
+    Callout {
+        cluster: cluster.to_string(),
+        headers: vec![
+            (":method".to_string(), "PUT".to_string()),
+            (":path".to_string(), path),
+            (":authority".to_string(), "webdis".to_string()),
+            (
+                "content-type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
+        ],
+        body,
+        timeout_ms,
+    }
+}
 
 impl VmState {
     pub fn new(l1_bytes: usize) -> Self {
@@ -318,6 +357,34 @@ pub struct Exchange {
     fleet_res: Option<crate::core::fleet::FleetReservation>,
     fleet_wait_until: Option<u64>,
     fleet_estimate: Estimate,
+    /// The semantic cache tier of this request.
+    sem: Sem,
+}
+
+/// Where a request is in the semantic tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum SemStep {
+    /// Not started (or not used).
+    #[default]
+    Idle,
+    Embedding,
+    Searching,
+    Done,
+}
+
+/// The semantic tier's per-request state.
+#[derive(Default)]
+struct Sem {
+    lookup: Option<crate::core::semantic::Lookup>,
+    step: SemStep,
+    started_ms: u64,
+    /// The question's embedding (little-endian f32), kept for the store.
+    vector: Option<Vec<u8>>,
+    /// `semantic-hit` / `semantic-miss` for the audit line.
+    audit: Option<&'static str>,
+    /// Embedding tokens and cost (charged to the key).
+    tokens: u64,
+    micro_usd: u64,
 }
 
 impl Exchange {
@@ -389,6 +456,7 @@ impl Exchange {
             fleet_res: None,
             fleet_wait_until: None,
             fleet_estimate: Estimate::default(),
+            sem: Sem::default(),
         }
     }
 
@@ -574,22 +642,41 @@ impl Exchange {
         // One decision for local and fleet reservations: settle to the usage,
         // settle to what a cut-short stream delivered, or release.
         let charge = self.charge(&model);
+        // The semantic tier's embedding is usage too, whatever the outcome.
+        let (sem_tokens, sem_usd) = (self.sem.tokens, self.sem.micro_usd);
         let actual = |fallback_tokens: u64| -> Option<Actual> {
             match charge {
                 Charge::Usage => Some(Actual {
                     tokens: self
                         .usage
                         .as_ref()
-                        .map_or(fallback_tokens, |u| u.total_tokens()),
-                    micro_usd: cost,
+                        .map_or(fallback_tokens, |u| u.total_tokens())
+                        .saturating_add(sem_tokens),
+                    micro_usd: cost.map(|c| c.saturating_add(sem_usd)),
                 }),
                 Charge::Delivered { tokens, micro_usd } => Some(Actual {
-                    tokens,
-                    micro_usd: Some(micro_usd),
+                    tokens: tokens.saturating_add(sem_tokens),
+                    micro_usd: Some(micro_usd.saturating_add(sem_usd)),
+                }),
+                Charge::Release if sem_tokens > 0 => Some(Actual {
+                    tokens: sem_tokens,
+                    micro_usd: Some(sem_usd),
                 }),
                 Charge::Release => None,
             }
         };
+        if sem_tokens > 0 {
+            let embed_model = &self.config.cache.semantic.embed_model;
+            let embed_label = self.model_label(embed_model);
+            m.incr(
+                &format!("llmgate.tokens_total.model.{embed_label}.direction.in"),
+                sem_tokens,
+            );
+            m.incr(
+                &format!("llmgate.cost_micro_usd_total.model.{embed_label}.key.{key_label}"),
+                sem_usd,
+            );
+        }
         let mut store_failures = 0usize;
         if let Some(r) = self.reservation.take() {
             let report = match actual(r.estimate.tokens) {
@@ -631,7 +718,11 @@ impl Exchange {
                 .upstream_api
                 .filter(|u| Some(*u) != self.api && !self.cache_hit)
                 .map(Api::as_str),
-            cache: self.cache_status,
+            cache: self
+                .sem
+                .audit
+                .filter(|_| !self.cache_hit)
+                .unwrap_or(self.cache_status),
             stream: self.stream,
             status: self.status,
             decision: if self.cache_hit {
@@ -646,7 +737,12 @@ impl Exchange {
             reason: self.reason.clone(),
             tokens_in: self.usage.as_ref().map(|u| u.input_tokens),
             tokens_out: self.usage.as_ref().map(|u| u.output_tokens),
-            cost_usd: cost.map(|c| c as f64 / 1_000_000.0),
+            cost_usd: match (cost, sem_tokens > 0) {
+                (Some(c), _) => Some(c.saturating_add(sem_usd) as f64 / 1_000_000.0),
+                (None, true) if self.usage.is_none() => Some(sem_usd as f64 / 1_000_000.0),
+                (None, _) => None,
+            },
+            embedding_tokens: (sem_tokens > 0).then_some(sem_tokens),
             latency_ms: latency,
             ttft_ms: self
                 .first_token_ms
@@ -927,7 +1023,24 @@ impl Exchange {
                 .prompt
                 .as_ref()
                 .map(|p| format!("{}@{}", p.id, p.version));
-            self.cache_key = Some(cfg.cache.key(&tenant, api, &req.body, pv.as_deref()));
+            let key = cfg.cache.key(&tenant, api, &req.body, pv.as_deref());
+            let sem = &cfg.cache.semantic;
+            if plan.lookup()
+                && sem.enabled
+                && !semantic::opted_out(self.rh("x-llmgate-cache").as_deref())
+            {
+                match sem.lookup(&cfg.cache, &tenant, api, &req.body, pv.as_deref(), &key) {
+                    Ok(l) => self.sem.lookup = Some(l),
+                    Err(skip) => self.metrics.incr(
+                        &format!(
+                            "llmgate.semantic_cache_total.outcome.skip.reason.{}",
+                            skip.reason()
+                        ),
+                        1,
+                    ),
+                }
+            }
+            self.cache_key = Some(key);
         }
 
         if api == Api::OpenAi && req.stream {
@@ -1049,14 +1162,23 @@ impl Exchange {
 
     /// Answers from a cache entry.
     fn reply_hit(&mut self, entry: &Entry) {
+        self.metrics.incr("llmgate.cache_total.outcome.hit", 1);
+        self.reply_hit_as(entry, HEADER_HIT, None);
+    }
+
+    /// Answers from a cache entry of a tier (`x-llmgate-cache: status`).
+    fn reply_hit_as(&mut self, entry: &Entry, status: &'static str, similarity: Option<f64>) {
         let age = cache::age_s(entry, self.clock.now_ms()).to_string();
         let mut headers: Vec<(&str, String)> = vec![
             ("content-type", entry.content_type.clone()),
             ("x-llmgate-request-id", self.request_id.clone()),
-            ("x-llmgate-cache", HEADER_HIT.to_string()),
+            ("x-llmgate-cache", status.to_string()),
             ("x-llmgate-upstream", "cache".to_string()),
             ("age", age),
         ];
+        if let Some(sim) = similarity {
+            headers.push(("x-llmgate-cache-similarity", format!("{sim:.4}")));
+        }
         if let Some(m) = &entry.model {
             headers.push(("x-llmgate-model", m.clone()));
         }
@@ -1064,7 +1186,7 @@ impl Exchange {
             if let Some(u) = &entry.usage {
                 headers.push(("x-llmgate-tokens-in", u.input_tokens.to_string()));
                 headers.push(("x-llmgate-tokens-out", u.output_tokens.to_string()));
-                headers.push(("x-llmgate-cost-usd", format_usd(0)));
+                headers.push(("x-llmgate-cost-usd", format_usd(self.sem.micro_usd)));
             }
         }
         for (k, v) in &self.extra_headers {
@@ -1078,12 +1200,11 @@ impl Exchange {
         });
         self.replied = true;
         self.cache_hit = true;
-        self.cache_status = HEADER_HIT;
+        self.cache_status = status;
         self.status = 200;
         self.completed = true;
         self.served_model = entry.model.clone();
         self.upstream = "cache".to_string();
-        self.metrics.incr("llmgate.cache_total.outcome.hit", 1);
         self.finish();
     }
 
@@ -1098,9 +1219,25 @@ impl Exchange {
         if self.coalesce_leader.is_some() {
             self.coalesce_entry = Some(encoded.clone());
         }
+        if let (Some(l), Some(v)) = (&self.sem.lookup, &self.sem.vector) {
+            let (path, body) = semantic::store_request(
+                &self.config.cache.semantic,
+                &self.config.cache,
+                l,
+                v,
+                &encoded,
+                entry.created_ms,
+            );
+            self.vm.stores.borrow_mut().push(PendingStore {
+                path,
+                body,
+                semantic: true,
+            });
+        }
         self.vm.stores.borrow_mut().push(PendingStore {
             path,
             body: encoded,
+            semantic: false,
         });
         self.remember(entry);
     }
@@ -1596,12 +1733,204 @@ impl Exchange {
             }
         }
         self.cache_status = HEADER_MISS;
+        if self.start_semantic() {
+            return;
+        }
+        self.after_miss(api);
+    }
+
+    /// After a miss of every cache tier: lead, follow or go alone
+    /// (coalescing), resuming the paused request unless it now follows.
+    fn after_miss(&mut self, api: Api) {
         if self.join_coalescing(api) {
             // A follower: stays paused until the root context answers or
             // releases it.
             return;
         }
         self.fx.resume = true;
+    }
+
+    /// On an exact miss of a request that qualifies for the semantic tier:
+    /// the embeddings callout. False when there is nothing to do.
+    fn start_semantic(&mut self) -> bool {
+        if self.sem.step != SemStep::Idle {
+            return false;
+        }
+        let Some(l) = &self.sem.lookup else {
+            return false;
+        };
+        let s = &self.config.cache.semantic;
+        let mut headers = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), s.embed_path.clone()),
+            (":authority".to_string(), s.embed_authority.clone()),
+            ("content-type".to_string(), "application/json".to_string()),
+        ];
+        for (name, value) in pipeline::upstream_credentials(&self.config, Api::OpenAi) {
+            if let Some(v) = value {
+                headers.push((name.to_string(), v));
+            }
+        }
+        self.fx.callout = Some(Callout {
+            cluster: s.embed_cluster.clone(),
+            headers,
+            body: semantic::embed_body(s, &l.question),
+            timeout_ms: s.embed_timeout_ms,
+        });
+        self.sem.step = SemStep::Embedding;
+        self.sem.started_ms = self.clock.now_ms();
+        true
+    }
+
+    /// Whether the request is paused on a semantic-tier callout.
+    pub fn waiting_semantic(&self) -> bool {
+        matches!(self.sem.step, SemStep::Embedding | SemStep::Searching)
+    }
+
+    /// The answer of a semantic-tier callout (`status` `None`: timeout or
+    /// reset): the embedding starts the vector search; the search answers
+    /// the request or lets it go on. Every failure is a miss.
+    pub fn on_semantic_answer(&mut self, status: Option<u32>, body: Option<&[u8]>) {
+        let Some(api) = self.api else {
+            self.fx.resume = true;
+            return;
+        };
+        match self.sem.step {
+            SemStep::Embedding => {
+                self.metrics.histogram(
+                    "llmgate.semantic_embedding_duration_ms",
+                    self.clock.now_ms().saturating_sub(self.sem.started_ms),
+                );
+                match semantic::parse_embedding(status, body) {
+                    Ok(e) => {
+                        let s = &self.config.cache.semantic;
+                        let Some(l) = &self.sem.lookup else {
+                            return self.semantic_done(api, None);
+                        };
+                        let tokens = e
+                            .tokens
+                            .unwrap_or_else(|| l.question.split_whitespace().count() as u64);
+                        self.sem.tokens = tokens;
+                        self.sem.micro_usd = self
+                            .config
+                            .prices
+                            .cost_micro_usd(
+                                &s.embed_model,
+                                &Usage {
+                                    input_tokens: tokens,
+                                    ..Usage::default()
+                                },
+                            )
+                            .unwrap_or(0);
+                        let (path, body) = semantic::search_request(s, l, &e.fp32);
+                        self.fx.callout = Some(webdis_put(&s.cluster, path, body, s.timeout_ms));
+                        self.sem.vector = Some(e.fp32);
+                        self.sem.step = SemStep::Searching;
+                        self.sem.started_ms = self.clock.now_ms();
+                    }
+                    Err(reason) => self.semantic_done(api, Some(("embeddings", reason))),
+                }
+            }
+            SemStep::Searching => {
+                self.metrics.histogram(
+                    "llmgate.semantic_search_duration_ms",
+                    self.clock.now_ms().saturating_sub(self.sem.started_ms),
+                );
+                match semantic::interpret_search(status, body) {
+                    semantic::Search::Hit {
+                        similarity,
+                        entry,
+                        dangling,
+                    } => {
+                        self.count_dangling(dangling);
+                        if !entry.answers(api, self.stream) {
+                            return self.semantic_done(api, Some(("vectors", "entry_mismatch")));
+                        }
+                        self.similarity_histogram(similarity);
+                        self.sem.step = SemStep::Done;
+                        self.metrics
+                            .incr("llmgate.semantic_cache_total.outcome.hit", 1);
+                        self.reply_hit_as(&entry, HEADER_SEMANTIC_HIT, Some(similarity));
+                    }
+                    semantic::Search::Miss { best, dangling } => {
+                        self.count_dangling(dangling);
+                        if let Some(b) = best {
+                            self.similarity_histogram(b);
+                        }
+                        self.semantic_done(api, None);
+                    }
+                    semantic::Search::Error(reason) => {
+                        self.semantic_done(api, Some(("vectors", reason)))
+                    }
+                }
+            }
+            SemStep::Idle | SemStep::Done => {}
+        }
+    }
+
+    /// A semantic miss (with the failed dependency and reason, if any): the
+    /// request goes on.
+    fn semantic_done(&mut self, api: Api, failure: Option<(&str, &str)>) {
+        if let Some((dependency, reason)) = failure {
+            self.semantic_failure(dependency, reason);
+        }
+        self.sem.step = SemStep::Done;
+        self.sem.audit = Some(AUDIT_SEMANTIC_MISS);
+        self.metrics
+            .incr("llmgate.semantic_cache_total.outcome.miss", 1);
+        self.after_miss(api);
+    }
+
+    fn semantic_failure(&self, dependency: &str, reason: &str) {
+        self.metrics.incr(
+            &format!("llmgate.dependency_failures_total.dependency.{dependency}"),
+            1,
+        );
+        self.metrics.incr(
+            &format!(
+                "llmgate.semantic_cache_total.outcome.error.reason.{}",
+                label(reason)
+            ),
+            1,
+        );
+    }
+
+    fn count_dangling(&self, n: u64) {
+        if n > 0 {
+            self.metrics
+                .incr("llmgate.semantic_cache_dangling_total", n);
+        }
+    }
+
+    /// Similarity in thousandths (Envoy histograms hold integers).
+    fn similarity_histogram(&self, cosine: f64) {
+        let permille = (cosine.clamp(0.0, 1.0) * 1000.0).round() as u64;
+        self.metrics
+            .histogram("llmgate.semantic_similarity_permille", permille);
+    }
+
+    /// A semantic-tier callout could not be dispatched: a miss. From a
+    /// callout answer (`in_callback`) the paused request is resumed (or
+    /// follows); from the body event, the returned flow goes on.
+    pub fn on_semantic_dispatch_failed(&mut self, in_callback: bool) -> Flow {
+        let dependency = if self.sem.step == SemStep::Embedding {
+            "embeddings"
+        } else {
+            "vectors"
+        };
+        let Some(api) = self.api else {
+            return Flow::Continue;
+        };
+        if in_callback {
+            self.semantic_done(api, Some((dependency, "dispatch")));
+            return Flow::Pause;
+        }
+        self.semantic_failure(dependency, "dispatch");
+        self.sem.step = SemStep::Done;
+        self.sem.audit = Some(AUDIT_SEMANTIC_MISS);
+        self.metrics
+            .incr("llmgate.semantic_cache_total.outcome.miss", 1);
+        Flow::Continue
     }
 
     /// On a cache miss: lead, follow or go alone (`cache.coalesce`). True
@@ -1680,6 +2009,9 @@ impl Exchange {
         self.waiting_cache = false;
         self.cache_failure("dispatch");
         self.cache_status = HEADER_MISS;
+        if self.start_semantic() {
+            return Flow::Pause;
+        }
         Flow::Continue
     }
 

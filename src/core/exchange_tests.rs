@@ -644,3 +644,259 @@ fn a_follower_waits_for_its_leader_and_is_accounted_as_coalesced() {
     gone.on_log(true);
     assert!(h.vm.followers.borrow().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Semantic cache tier
+
+fn semantic_harness() -> Harness {
+    Harness::new(json!({
+        "cache": {"enabled": true, "semantic": {"enabled": true, "threshold": 0.9}},
+        "pricing": {"models": {"gpt-4o-mini": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                               "text-embedding-3-small": {"input_per_mtok": 1000.0, "output_per_mtok": 0.0}}}
+    }))
+}
+
+fn resp_hit(entry: &Entry, score: &str) -> Vec<u8> {
+    let enc = cache::encode(entry);
+    let mut b = format!("*3\r\n${}\r\n{score}\r\n${}\r\n", score.len(), enc.len()).into_bytes();
+    b.extend_from_slice(&enc);
+    b.extend_from_slice(b"\r\n:0\r\n");
+    b
+}
+
+const EMBEDDING: &str = r#"{"data":[{"embedding":[0.6,0.8,0.0]}],"usage":{"prompt_tokens":6}}"#;
+
+#[test]
+fn an_exact_miss_embeds_searches_and_serves_a_semantic_hit_charged_for_the_embedding() {
+    let mut h = semantic_harness();
+    let mut ex = h.exchange();
+    let (flow, fx) = send(
+        &mut ex,
+        headers("/v1/chat/completions", &[]),
+        &chat("What is the capital of France?"),
+    );
+    assert_eq!(flow, Flow::Pause);
+    assert!(fx.cache_lookup.is_some());
+    // Exact miss: the embeddings callout, with the provider credential.
+    ex.on_cache_answer(Some(404), Some(b""));
+    let fx = ex.take_effects();
+    assert!(!fx.resume, "still paused");
+    let c = fx.callout.expect("embeddings callout");
+    assert_eq!(c.cluster, "embeddings");
+    assert_eq!(get(&c.headers, ":path"), Some("/v1/embeddings"));
+    assert_eq!(
+        get(&c.headers, "authorization"),
+        Some("Bearer sk-real-openai")
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
+    assert_eq!(sent["input"], "What is the capital of France?");
+    assert!(ex.waiting_semantic());
+    // The embedding: the vector search.
+    ex.on_semantic_answer(Some(200), Some(EMBEDDING.as_bytes()));
+    let fx = ex.take_effects();
+    let c = fx.callout.expect("search callout");
+    assert_eq!(c.cluster, "webdis_vectors");
+    assert!(get(&c.headers, ":path").unwrap().starts_with("/EVAL/"));
+    assert_eq!(c.body.len(), 12, "3 f32");
+    // A hit at cosine 0.96 (VSIM score 0.98).
+    let entry = Entry {
+        api: Api::OpenAi,
+        stream: false,
+        content_type: "application/json".into(),
+        created_ms: T0 - 5000,
+        model: Some("gpt-4o-mini".into()),
+        usage: Some(Usage {
+            input_tokens: 5,
+            output_tokens: 2,
+            ..Usage::default()
+        }),
+        body: ok_body("Paris").to_string().into_bytes(),
+    };
+    ex.on_semantic_answer(Some(200), Some(&resp_hit(&entry, "0.98")));
+    let fx = ex.take_effects();
+    let r = fx.reply.clone().expect("answered from the semantic tier");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, entry.body);
+    assert_eq!(get(&r.headers, "x-llmgate-cache"), Some("semantic-hit"));
+    assert_eq!(
+        get(&r.headers, "x-llmgate-cache-similarity"),
+        Some("0.9600")
+    );
+    let a = audit(&fx);
+    assert_eq!(a["cache"], "semantic-hit");
+    assert_eq!(a["embedding_tokens"], 6);
+    assert!(
+        (a["cost_usd"].as_f64().unwrap() - 0.006).abs() < 1e-9,
+        "{a}"
+    );
+    assert_eq!(
+        h.metrics
+            .counter("llmgate.semantic_cache_total.outcome.hit"),
+        1
+    );
+    assert_eq!(
+        h.metrics
+            .counter("llmgate.tokens_total.model.text-embedding-3-small.direction.in"),
+        6
+    );
+    // The budget saw the embedding tokens.
+    assert!(h
+        .metrics
+        .histograms
+        .borrow()
+        .iter()
+        .any(|(n, v)| n == "llmgate.semantic_similarity_permille" && *v == 960));
+}
+
+#[test]
+fn a_semantic_miss_goes_upstream_and_stores_both_tiers() {
+    let mut h = semantic_harness();
+    let mut ex = h.exchange();
+    send(
+        &mut ex,
+        headers("/v1/chat/completions", &[]),
+        &chat("What is the capital of Spain?"),
+    );
+    ex.on_cache_answer(Some(404), Some(b""));
+    ex.take_effects();
+    ex.on_semantic_answer(Some(200), Some(EMBEDDING.as_bytes()));
+    ex.take_effects();
+    ex.on_semantic_answer(Some(200), Some(b"*3\r\n$4\r\n0.70\r\n$0\r\n\r\n:1\r\n"));
+    let fx = ex.take_effects();
+    assert!(fx.resume && fx.reply.is_none());
+    let fx = json_response(&mut ex, 200, &ok_body("Madrid"));
+    let a = audit(&fx);
+    assert_eq!(a["cache"], "semantic-miss");
+    assert_eq!(a["embedding_tokens"], 6);
+    let stores = h.vm.stores.borrow();
+    assert_eq!(stores.len(), 2);
+    assert!(stores
+        .iter()
+        .any(|s| s.semantic && s.path.starts_with("/EVAL/")));
+    assert!(stores
+        .iter()
+        .any(|s| !s.semantic && s.path.starts_with("/SETEX/")));
+    assert_eq!(
+        h.metrics
+            .counter("llmgate.semantic_cache_total.outcome.miss"),
+        1
+    );
+    assert_eq!(
+        h.metrics.counter("llmgate.semantic_cache_dangling_total"),
+        1
+    );
+}
+
+#[test]
+fn every_semantic_failure_is_a_miss_that_never_fails_the_request() {
+    for (embed, search, dep) in [
+        (None, None, "embeddings"),
+        (Some((500, b"{}".to_vec())), None, "embeddings"),
+        (Some((200, b"garbage".to_vec())), None, "embeddings"),
+        (
+            Some((200, EMBEDDING.as_bytes().to_vec())),
+            Some((None, Vec::new())),
+            "vectors",
+        ),
+        (
+            Some((200, EMBEDDING.as_bytes().to_vec())),
+            Some((Some(200), b"-ERR boom\r\n".to_vec())),
+            "vectors",
+        ),
+        (
+            Some((200, EMBEDDING.as_bytes().to_vec())),
+            Some((Some(503), Vec::new())),
+            "vectors",
+        ),
+    ] {
+        let mut h = semantic_harness();
+        let mut ex = h.exchange();
+        send(
+            &mut ex,
+            headers("/v1/chat/completions", &[]),
+            &chat("What is the capital of Italy?"),
+        );
+        ex.on_cache_answer(Some(404), Some(b""));
+        ex.take_effects();
+        match &embed {
+            None => ex.on_semantic_answer(None, None),
+            Some((st, b)) => ex.on_semantic_answer(Some(*st), Some(b)),
+        }
+        let mut fx = ex.take_effects();
+        if let Some((st, b)) = &search {
+            assert!(fx.callout.is_some());
+            ex.on_semantic_answer(*st, Some(b));
+            fx = ex.take_effects();
+        }
+        assert!(fx.resume, "{dep}: resumed");
+        assert!(fx.reply.is_none());
+        assert!(!ex.waiting_semantic());
+        assert_eq!(
+            h.metrics.counter(&format!(
+                "llmgate.dependency_failures_total.dependency.{dep}"
+            )),
+            1,
+            "{dep}"
+        );
+        let fx = json_response(&mut ex, 200, &ok_body("Rome"));
+        assert_eq!(audit(&fx)["cache"], "semantic-miss");
+        // Without an embedding, nothing goes to the semantic tier.
+        let semantic_stores = h.vm.stores.borrow().iter().filter(|s| s.semantic).count();
+        assert_eq!(semantic_stores, usize::from(search.is_some()));
+    }
+}
+
+#[test]
+fn opt_out_short_questions_and_non_deterministic_requests_skip_the_semantic_tier() {
+    let mut h = semantic_harness();
+    for (hdrs, body) in [
+        (
+            vec![("x-llmgate-cache", "no-semantic")],
+            chat("What is the capital of France?"),
+        ),
+        (vec![], chat("hi")),
+        (
+            vec![],
+            json!({"model": "gpt-4o-mini", "temperature": 0.7,
+                        "messages": [{"role": "user", "content": "What is the capital of France?"}]}),
+        ),
+    ] {
+        let mut ex = h.exchange();
+        let (flow, fx) = send(&mut ex, headers("/v1/chat/completions", &hdrs), &body);
+        if fx.cache_lookup.is_some() {
+            assert_eq!(flow, Flow::Pause);
+            ex.on_cache_answer(Some(404), Some(b""));
+            let fx = ex.take_effects();
+            assert!(fx.callout.is_none(), "no embeddings call");
+            assert!(fx.resume);
+        } else {
+            assert_eq!(flow, Flow::Continue, "bypass");
+            assert!(fx.callout.is_none());
+        }
+    }
+}
+
+#[test]
+fn a_failed_embeddings_dispatch_lets_the_request_go_on() {
+    let mut h = semantic_harness();
+    let mut ex = h.exchange();
+    send(
+        &mut ex,
+        headers("/v1/chat/completions", &[]),
+        &chat("What is the capital of Peru?"),
+    );
+    // The exact lookup could not be dispatched: semantic starts in the body event.
+    assert_eq!(ex.on_cache_dispatch_failed(), Flow::Pause);
+    let fx = ex.take_effects();
+    assert!(fx.callout.is_some());
+    assert_eq!(ex.on_semantic_dispatch_failed(false), Flow::Continue);
+    assert!(
+        !ex.take_effects().resume,
+        "the body event returns Continue instead"
+    );
+    assert_eq!(
+        h.metrics
+            .counter("llmgate.dependency_failures_total.dependency.embeddings"),
+        1
+    );
+}

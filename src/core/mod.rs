@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod prompts;
 pub mod respfilter;
 pub mod routing;
+pub mod semantic;
 pub mod sse;
 pub mod translate;
 pub mod usage;

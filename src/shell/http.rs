@@ -23,6 +23,9 @@ pub struct Http {
     fleet_tokens: Vec<(u32, crate::core::fleet::Ticket)>,
     /// Wake-up callouts in flight (fleet waits).
     fleet_polls: Vec<u32>,
+    /// Effects being applied come from a callout answer (the request is
+    /// paused), not from a stream event.
+    in_callback: bool,
 }
 
 impl Http {
@@ -43,6 +46,7 @@ impl Http {
             resp_body_size: 0,
             fleet_tokens: Vec::new(),
             fleet_polls: Vec::new(),
+            in_callback: false,
         }
     }
 
@@ -81,6 +85,25 @@ impl Http {
                     .is_err()
                 {
                     flow = self.ex.on_cache_dispatch_failed();
+                    continue;
+                }
+            }
+            if let Some(c) = &fx.callout {
+                let headers: Vec<(&str, &str)> = pairs(&c.headers);
+                if self
+                    .dispatch_http_call(
+                        &c.cluster,
+                        headers,
+                        Some(&c.body),
+                        vec![],
+                        std::time::Duration::from_millis(c.timeout_ms),
+                    )
+                    .is_err()
+                {
+                    let f = self.ex.on_semantic_dispatch_failed(self.in_callback);
+                    if !self.in_callback {
+                        flow = f;
+                    }
                     continue;
                 }
             }
@@ -130,6 +153,13 @@ impl Http {
         }
     }
 
+    /// Applies the effects of a callout answer.
+    fn apply_in_callback(&mut self) {
+        self.in_callback = true;
+        self.apply(Flow::Continue);
+        self.in_callback = false;
+    }
+
     /// Envoy's response flags say the downstream went away (connection
     /// termination or a stream reset by the client).
     fn downstream_gone(&self) -> bool {
@@ -171,7 +201,13 @@ impl Context for Http {
         if self.ex.waiting_cache() {
             let (status, body) = super::host::call_response(num_headers, body_size);
             self.ex.on_cache_answer(status, body.as_deref());
-            self.apply(Flow::Continue);
+            self.apply_in_callback();
+            return;
+        }
+        if self.ex.waiting_semantic() {
+            let (status, body) = super::host::call_response(num_headers, body_size);
+            self.ex.on_semantic_answer(status, body.as_deref());
+            self.apply_in_callback();
             return;
         }
         if let Some(i) = self.fleet_polls.iter().position(|t| *t == token_id) {

@@ -36,6 +36,8 @@ pub struct Root {
     context_id: u32,
     /// Fleet callouts the root dispatched, by token.
     fleet_tokens: Vec<(u32, crate::core::fleet::Ticket)>,
+    /// Semantic-tier stores in flight, by token (answered in RESP).
+    semantic_tokens: Vec<u32>,
 }
 
 impl Context for Root {
@@ -56,6 +58,26 @@ impl Context for Root {
             return;
         }
         self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(i) = self.semantic_tokens.iter().position(|t| *t == _token_id) {
+            self.semantic_tokens.swap_remove(i);
+            match crate::core::semantic::interpret_store(status, body.as_deref()) {
+                Ok(()) => self
+                    .metrics
+                    .incr("llmgate.semantic_cache_total.outcome.store", 1),
+                Err(reason) => {
+                    self.metrics
+                        .incr("llmgate.dependency_failures_total.dependency.vectors", 1);
+                    self.metrics.incr(
+                        &format!(
+                            "llmgate.semantic_cache_total.outcome.error.reason.{}",
+                            label(reason)
+                        ),
+                        1,
+                    );
+                }
+            }
+            return;
+        }
         match cache::interpret_store(status, body.as_deref()) {
             Ok(()) => self.metrics.incr("llmgate.cache_total.outcome.store", 1),
             Err(reason) => {
@@ -258,14 +280,30 @@ impl RootContext for Root {
                 (":authority", "webdis"),
                 ("content-type", "application/octet-stream"),
             ];
-            match self.dispatch_http_call(
-                &config.cache.cluster,
-                headers,
-                Some(&p.body),
-                vec![],
-                config.cache.timeout().max(Duration::from_millis(500)),
-            ) {
-                Ok(_) => self.in_flight = self.in_flight.saturating_add(1),
+            let (cluster, timeout) = if p.semantic {
+                let s = &config.cache.semantic;
+                (&s.cluster, Duration::from_millis(s.timeout_ms.max(500)))
+            } else {
+                (
+                    &config.cache.cluster,
+                    config.cache.timeout().max(Duration::from_millis(500)),
+                )
+            };
+            match self.dispatch_http_call(cluster, headers, Some(&p.body), vec![], timeout) {
+                Ok(token) => {
+                    self.in_flight = self.in_flight.saturating_add(1);
+                    if p.semantic {
+                        self.semantic_tokens.push(token);
+                    }
+                }
+                Err(_) if p.semantic => {
+                    self.metrics
+                        .incr("llmgate.dependency_failures_total.dependency.vectors", 1);
+                    self.metrics.incr(
+                        "llmgate.semantic_cache_total.outcome.error.reason.dispatch",
+                        1,
+                    );
+                }
                 Err(_) => {
                     self.metrics
                         .incr("llmgate.dependency_failures_total.dependency.webdis", 1);

@@ -76,6 +76,9 @@ fn main() {
         }
     }
     opts.ports = Ports::demo();
+    // Redis 8 for the semantic cache's vector sets, when installed (the
+    // Makefile installs it): 16380, its webdis 17380.
+    opts.vectors = llmgate_integration::redis8_bin().is_some();
     opts.dir = Some(run_dir.clone());
     opts.envoy_env = vec![
         (
@@ -120,6 +123,9 @@ fn main() {
         "  mock LLMs        http://127.0.0.1:18001 (primary), http://127.0.0.1:18002 (fallback)"
     );
     println!("  Redis 127.0.0.1:16379, webdis http://127.0.0.1:17379");
+    if llmgate_integration::redis8_bin().is_some() {
+        println!("  Redis 8 (vector sets) 127.0.0.1:16380, webdis http://127.0.0.1:17380; embeddings mock http://127.0.0.1:18003");
+    }
     println!("  audit log        .run/audit.log");
     println!();
     println!("Try:");

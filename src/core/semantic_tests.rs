@@ -380,4 +380,3 @@ fn requests_are_percent_encoded_webdis_paths() {
         json!({"model":"text-embedding-3-small","input":"q","encoding_format":"base64"})
     );
 }
-

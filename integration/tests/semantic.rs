@@ -463,3 +463,76 @@ fn expired_entries_are_never_served_their_vectors_go_and_a_tenant_stays_bounded(
     assert!(vectors <= 3, "{vectors} vectors");
     assert!(s.redis8(&["KEYS", "llmgate:sem:*:e:*"]).strings().len() <= 3);
 }
+
+/// The semantic tier on a Redis Cluster of Redis 8 nodes, reached as the
+/// fleet reaches its cluster: webdis → Envoy `redis_proxy` → 3 masters. The
+/// search and store are keyed `EVAL`s whose keys share the tenant's
+/// hashtag, so each runs on one shard; tenants spread over the shards.
+#[test]
+fn the_semantic_tier_works_on_a_redis_8_cluster_through_redis_proxy() {
+    let cluster = llmgate_integration::cluster::RedisCluster::try_start_redis8()
+        .unwrap_or_else(|e| panic!("Redis 8 cluster: {e}"));
+    let tenants: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("sk-cluster-{i}"), format!("tenant-{i}")))
+        .collect();
+    let keys: Vec<Value> = tenants
+        .iter()
+        .map(|(k, t)| json!({"id": t, "sha256": sha256_hex(k.as_bytes()), "tenant": t}))
+        .collect();
+    let cfg = config(json!({
+        "cache": {"enabled": true, "l1_bytes": 0, "timeout_ms": 200,
+                  "semantic": {"enabled": true, "threshold": 0.9, "timeout_ms": 500}},
+        "keys": keys
+    }));
+    let mut opts = Options::new(&cfg);
+    opts.vectors = true;
+    opts.vectors_cluster_port = Some(cluster.webdis_port);
+    let s = Stack::start(opts);
+    for (key, _) in &tenants {
+        let q = |text: &str| ask(text).without("authorization").bearer(key);
+        let r = s.send(&q("Which ocean is the largest on Earth?"));
+        assert_eq!(r.header("x-llmgate-cache"), Some("miss"), "{}", r.text());
+        // The store is asynchronous: ask (new punctuation each time, so the
+        // exact tier misses) until the semantic tier answers.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for n in 1.. {
+            let r = s.send(&q(&format!(
+                "the largest ocean on earth{} which is it",
+                "!".repeat(n)
+            )));
+            if r.header("x-llmgate-cache") == Some("semantic-hit") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no semantic hit for {key}: {}",
+                s.prometheus()
+                    .lines()
+                    .filter(|l| l.contains("semantic") || l.contains("dependency"))
+                    .filter(|l| !l.starts_with('#') && !l.contains("bucket"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(
+        s.metric(
+            "llmgate_dependency_failures_total",
+            &[("dependency", "vectors")]
+        ),
+        None,
+        "no vector-store failure through the cluster"
+    );
+    // Each tenant's keys live on one shard; the tenants spread over several.
+    let shards = (0..3)
+        .filter(|m| {
+            cluster
+                .redis(*m, &["DBSIZE"])
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                > 1
+        })
+        .count();
+    assert!(shards >= 2, "semantic keys on {shards} shard(s)");
+}

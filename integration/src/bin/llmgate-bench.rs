@@ -1405,6 +1405,52 @@ impl Report<'_> {
             );
         }
         let _ = writeln!(md);
+        self.semantic(md);
+    }
+
+    /// Issue 17: what the semantic lookup adds (no target: reported).
+    fn semantic(&self, md: &mut String) {
+        let Some(full) = find(self.rows, "full-miss", "1 KB") else {
+            return;
+        };
+        let mut lines = Vec::new();
+        for (id, what) in [
+            (
+                "semantic-miss",
+                "semantic miss (exact miss, embed, search, then upstream; store both tiers)",
+            ),
+            (
+                "semantic-hit",
+                "semantic hit (exact miss, embed, search, answer from Redis 8)",
+            ),
+        ] {
+            if let Some(r) = find(self.rows, id, "1 KB") {
+                lines.push(format!(
+                    "| {what} | {:+.0} µs (p50 {:.0} vs {:.0} µs) | {:+.0} µs (p50 {:.0} vs {:.0} µs) |",
+                    r[0].p50 - full[0].p50,
+                    r[0].p50,
+                    full[0].p50,
+                    r[1].p50 - full[1].p50,
+                    r[1].p50,
+                    full[1].p50
+                ));
+            }
+        }
+        if lines.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "Semantic cache (issue 17), 1 KB, against the full pipeline's cache-miss row (embeddings from the mock on loopback):\n"
+        );
+        let _ = writeln!(
+            md,
+            "| row | added median @1 | added median @32 |\n|---|--:|--:|"
+        );
+        for l in lines {
+            let _ = writeln!(md, "{l}");
+        }
+        let _ = writeln!(md);
     }
 
     fn targets(&self, md: &mut String) {

@@ -99,3 +99,15 @@ pub fn call_response(num_headers: usize, body_size: usize) -> (Option<u32>, Opti
     };
     (status, body)
 }
+
+/// Dispatches a fleet lease callout (from a request or the root context:
+/// its answer comes back to the dispatching context).
+pub fn dispatch_lease(c: &crate::core::fleet::LeaseCallout) -> Result<u32, Status> {
+    hostcalls::dispatch_http_call(
+        &c.cluster,
+        c.request.headers(&c.authority),
+        (!c.request.body.is_empty()).then_some(c.request.body.as_slice()),
+        vec![],
+        std::time::Duration::from_millis(c.timeout_ms),
+    )
+}

@@ -108,14 +108,7 @@ impl Http {
                 }
             }
             for c in &fx.fleet_callouts {
-                let dispatched = self.dispatch_http_call(
-                    &c.cluster,
-                    c.request.headers(&c.authority),
-                    (!c.request.body.is_empty()).then_some(c.request.body.as_slice()),
-                    vec![],
-                    std::time::Duration::from_millis(c.timeout_ms),
-                );
-                match dispatched {
+                match super::host::dispatch_lease(c) {
                     Ok(token) => self.fleet_tokens.push((token, c.ticket.clone())),
                     Err(_) => self.ex.on_fleet_dispatch_failed(&c.ticket),
                 }

@@ -169,13 +169,7 @@ impl Root {
         let mut callouts = report.callouts;
         callouts.extend(self.vm.fleet_pending.borrow_mut().drain(..));
         for c in callouts {
-            match self.dispatch_http_call(
-                &c.cluster,
-                c.request.headers(&c.authority),
-                (!c.request.body.is_empty()).then_some(c.request.body.as_slice()),
-                vec![],
-                Duration::from_millis(c.timeout_ms),
-            ) {
+            match super::host::dispatch_lease(&c) {
                 Ok(t) => self.fleet_tokens.push((t, c.ticket)),
                 Err(_) => {
                     let _ = fleet.on_answer(

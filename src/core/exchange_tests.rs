@@ -900,3 +900,58 @@ fn a_failed_embeddings_dispatch_lets_the_request_go_on() {
         1
     );
 }
+
+#[test]
+fn a_semantic_hit_charges_the_embedding_tokens_to_the_key_budget() {
+    let limited = || {
+        Harness::new(json!({
+            "keys": [{"id": "k1", "sha256": sha256_hex(KEY.as_bytes()), "tenant": "t1",
+                      "limits": {"tokens_per_minute": 100000}}],
+            "cache": {"enabled": true, "semantic": {"enabled": true, "threshold": 0.9}}
+        }))
+    };
+    let remaining_after = |h: &mut Harness| -> u64 {
+        let mut ex = h.exchange();
+        let (flow, fx) = send(
+            &mut ex,
+            headers("/v1/chat/completions", &[("x-llmgate-cache", "no-store")]),
+            &chat("A plain question afterwards"),
+        );
+        assert_eq!(flow, Flow::Continue, "{:?}", fx.reply);
+        let fx = json_response(&mut ex, 200, &ok_body("ok"));
+        get(
+            fx.response_headers.as_deref().unwrap_or_default(),
+            "x-ratelimit-remaining-tokens",
+        )
+        .expect("x-ratelimit-remaining-tokens")
+        .parse()
+        .unwrap()
+    };
+    // Without a semantic lookup first.
+    let mut base = limited();
+    let baseline = remaining_after(&mut base);
+    // After a semantic hit whose embedding counted 6 tokens.
+    let mut h = limited();
+    let mut ex = h.exchange();
+    send(
+        &mut ex,
+        headers("/v1/chat/completions", &[]),
+        &chat("What is the capital of France?"),
+    );
+    ex.on_cache_answer(Some(404), Some(b""));
+    ex.take_effects();
+    ex.on_semantic_answer(Some(200), Some(EMBEDDING.as_bytes()));
+    ex.take_effects();
+    let entry = Entry {
+        api: Api::OpenAi,
+        stream: false,
+        content_type: "application/json".into(),
+        created_ms: T0,
+        model: None,
+        usage: None,
+        body: ok_body("Paris").to_string().into_bytes(),
+    };
+    ex.on_semantic_answer(Some(200), Some(&resp_hit(&entry, "0.99")));
+    assert!(ex.take_effects().reply.is_some());
+    assert_eq!(baseline - remaining_after(&mut h), 6);
+}

@@ -174,11 +174,30 @@ fn paraphrases_are_semantic_hits_and_whatever_changes_the_answer_is_a_miss() {
         "echo: What is 12 times 4 in total?"
     );
 
+    // Quoted strings must match exactly too: these two embed identically
+    // (same words), but the quoted text differs.
+    let stored = s.redis8(&["KEYS", "llmgate:sem:*:e:*"]).strings().len();
+    let r = s.send(&ask("Please say \"alpha beta\" in reverse order"));
+    assert_eq!(r.header("x-llmgate-cache"), Some("miss"));
+    wait_entries(&s, stored + 1);
+    let r = s.send(&ask("Please say \"beta alpha\" in reverse order"));
+    assert_eq!(
+        r.header("x-llmgate-cache"),
+        Some("miss"),
+        "another quoted string"
+    );
+    let r = s.send(&ask("in reverse order, please say \"alpha beta\""));
+    assert_eq!(
+        r.header("x-llmgate-cache"),
+        Some("semantic-hit"),
+        "the same quoted string"
+    );
+
     // Metrics and audit: hits, misses, similarity, embedding latency, and
     // the embedding tokens charged to the key.
     assert_eq!(
         s.metric("llmgate_semantic_cache_total", &[("outcome", "hit")]),
-        Some(3.0)
+        Some(4.0)
     );
     assert!(
         s.metric("llmgate_semantic_cache_total", &[("outcome", "miss")])
@@ -202,12 +221,12 @@ fn paraphrases_are_semantic_hits_and_whatever_changes_the_answer_is_a_miss() {
         .unwrap_or(0.0)
             > 0.0
     );
-    let audit = s.wait_audit(14);
+    let audit = s.wait_audit(18);
     let hits: Vec<&Value> = audit
         .iter()
         .filter(|l| l["cache"] == "semantic-hit")
         .collect();
-    assert_eq!(hits.len(), 3);
+    assert_eq!(hits.len(), 4);
     for h in &hits {
         assert_eq!(h["decision"], "allowed");
         assert!(h["embedding_tokens"].as_u64().unwrap() > 0);

@@ -176,9 +176,12 @@ const VOCAB: &[(&str, &[&str])] = &[
     ("cjk_password", &["パスワード", "密码", "密碼", "비밀번호", "암호", "पासवर्ड", "كلمة المرور"]),
     ("cjk_question", &["何", "什么", "什麼", "是多少", "뭐", "무엇", "알려", "教え", "告诉", "क्या", "ما هي", "\\?", "？"]),
     ("each_every", &["each", "every"]),
-    // a refusal, not a request: "i cannot share my system prompt"
+    // a refusal, not a request: "i cannot share my system prompt", "i'm unable to ignore my instructions"
     ("refusal_negation", &["not", "never", "cannot", "can't", "cant", "won't", "wont", "don't", "dont"]),
     ("refusal_subject", &["i", "i'm", "im", "i'll", "we", "we're", "we'll"]),
+    ("refusal_able", &["able"]),
+    ("refusal_unable", &["unable"]),
+    ("refusal_to", &["to"]),
     ("letter_word", &["letter", "letters", "character", "characters", "char", "chars"]),
     // --- personas and modes
     ("claim_subject", &["i'm", "i am", "we are", "we're"]),
@@ -798,13 +801,44 @@ pub struct RuleSet {
     table_mask: usize,
     /// rules without a `needs` list
     no_need: u64,
-    /// extraction rules, which a first-person refusal right before the
-    /// trigger ("i cannot share …", "we will not reveal …") cancels
+    /// extraction and override rules, which a first-person refusal right
+    /// before the trigger ("i cannot share …", "we will not reveal …", "i'm
+    /// unable to ignore …") cancels
     refusable: u64,
-    /// hashes of the `refusal_negation` and `refusal_subject` words
-    refusal: (Vec<u32>, Vec<u32>),
+    /// hashes of the `refusal_*` words
+    refusal: Refusal,
     extra: Vec<Rule>,
     allow: Vec<Regex>,
+}
+
+/// Word hashes of a first-person refusal (see [`Refusal::is_refusal`]).
+#[derive(Debug)]
+struct Refusal {
+    negation: Vec<u32>,
+    subject: Vec<u32>,
+    able: u32,
+    unable: u32,
+    to: u32,
+}
+
+impl Refusal {
+    /// True when the words before a trigger (nearest first) end a
+    /// first-person refusal: `<subject> [aux] <negation>` ("i cannot", "we
+    /// will not") or `<subject> [aux] unable to` / `<subject> [aux] not able
+    /// to`.
+    fn is_refusal(&self, before: &[u32; 5]) -> bool {
+        let [w0, w1, w2, w3, w4] = *before;
+        let rest: &[u32] = if w0 == self.to && w1 == self.unable {
+            &[w2, w3]
+        } else if w0 == self.to && w1 == self.able && self.negation.contains(&w2) {
+            &[w3, w4]
+        } else if self.negation.contains(&w0) {
+            &[w1, w2]
+        } else {
+            &[]
+        };
+        rest.iter().any(|h| self.subject.contains(h))
+    }
 }
 
 /// At most this many regex runs per built-in rule and text.
@@ -825,9 +859,19 @@ impl RuleSet {
                 .map(|w| word_hash(w.as_bytes()))
                 .collect())
         };
-        let refusal = (hashes("refusal_negation")?, hashes("refusal_subject")?);
+        let one = |list: &str| hashes(list).map(|v| v.first().copied().unwrap_or(0));
+        let refusal = Refusal {
+            negation: hashes("refusal_negation")?,
+            subject: hashes("refusal_subject")?,
+            able: one("refusal_able")?,
+            unable: one("refusal_unable")?,
+            to: one("refusal_to")?,
+        };
         for (k, b) in builtins().into_iter().enumerate() {
-            if b.cat == Category::SystemPromptExtraction {
+            if matches!(
+                b.cat,
+                Category::SystemPromptExtraction | Category::InstructionOverride
+            ) {
                 refusable |= 1u64 << (k % 64);
             }
             let err = |e: String| (format!("builtin:{}", b.name), e);
@@ -963,16 +1007,14 @@ impl RuleSet {
     fn attempt(&self, text: &str, words: &[Word], active: u64, scores: &mut Scores) -> u64 {
         let mut matched: u64 = 0;
         let mut attempts = [0u32; 64];
-        // the three words before the current one, nearest first
-        let mut before = [0u32; 3];
+        // the five words before the current one, nearest first
+        let mut before = [0u32; 5];
         for w in words {
             let mut m = self.lookup(w.hash).0 & active & !matched;
-            if self.refusal.0.contains(&before[0])
-                && (self.refusal.1.contains(&before[1]) || self.refusal.1.contains(&before[2]))
-            {
+            if m & self.refusable != 0 && self.refusal.is_refusal(&before) {
                 m &= !self.refusable;
             }
-            before = [w.hash, before[0], before[1]];
+            before = [w.hash, before[0], before[1], before[2], before[3]];
             if m == 0 {
                 continue;
             }
@@ -1124,7 +1166,7 @@ mod tests {
             );
             let placeholder = format!("{{{name}}}");
             // the refusal check's lists (RuleSet::compile)
-            let refusal = ["refusal_negation", "refusal_subject"].contains(name);
+            let refusal = name.starts_with("refusal_");
             assert!(
                 refusal
                     || rules.iter().any(|r| r.triggers.contains(name)
@@ -1194,6 +1236,8 @@ mod tests {
             "Is it risky to proceed while disregarding the key security protocols?",
             "I cannot share my system prompt, but I can help with your question.",
             "We will not reveal the instructions above to anyone.",
+            "I'm unable to ignore my system prompt.",
+            "I am not able to show you the hidden prompt.",
         ] {
             assert!(max(t) < 0.5, "{t:?} -> {:?}", scores(t));
         }

@@ -63,6 +63,7 @@ fn run() -> Res<()> {
             }
             Ok(())
         }
+        [flag, input] if flag == "--score" => score_file(input),
         [flag] if flag == "--latency" => {
             if std::env::var_os("GUARD_LATENCY_PARTS").is_some() {
                 latency_parts()?;
@@ -81,6 +82,27 @@ fn run() -> Res<()> {
         [corpus, output, extra] => report(corpus, output, Some(extra.as_str())),
         _ => Err("usage: guard_report <corpus dir> <output.md> [benign_extra.jsonl] | --features <in.jsonl> <out prefix> | --keys <in.jsonl> <out.txt> | --latency".into()),
     }
+}
+
+/// Development aid: for every record, the verdict of the default guard (as
+/// a user message, with the record's `system_prompt` if any) and the
+/// per-category scores: `<n>\t<verdict>\t<category=score,...>`.
+fn score_file(input: &str) -> Res<()> {
+    let g = compile(json!({}))?;
+    for (k, r) in read_jsonl(Path::new(input))?.iter().enumerate() {
+        let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+        let verdict = if detected(&g, r) { "INJECTION" } else { "ok" };
+        let ts = g.score_text(text, self::core::guard::Origin::User);
+        let mut cats = String::new();
+        for c in self::core::guard::Category::ALL {
+            let v = ts.get(c);
+            if v > 0.0 {
+                let _ = write!(cats, "{}={v:.3},", c.name());
+            }
+        }
+        println!("{k}\t{verdict}\t{cats}");
+    }
+    Ok(())
 }
 
 fn read_jsonl(path: &Path) -> Res<Vec<Value>> {
@@ -237,9 +259,57 @@ fn detected(g: &Guard, r: &Value) -> bool {
         || o.flagged.iter().any(|c| *c != "obfuscation")
 }
 
+/// Benign directive messages through the default guard (PII redaction on):
+/// how many are blocked or flagged as an injection, per category.
+fn directives_section(md: &mut String, path: &Path) -> Res<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let g = compile(json!({}))?;
+    let mut by: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut total = (0u32, 0u32);
+    for r in read_jsonl(path)? {
+        let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+        let cat = r.get("category").and_then(Value::as_str).unwrap_or("?");
+        let trained = !(cat == "literal" || cat == "handwritten");
+        let key = if trained && heldout(&dedup_key(text)) {
+            format!("{cat} (held-out fifth)")
+        } else if trained {
+            format!("{cat} (trained on)")
+        } else {
+            format!("{cat} (never trained on)")
+        };
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+        let o = g.inspect_request(Api::OpenAi, &mut body);
+        let bad = o.block.is_some() || o.flagged.iter().any(|c| *c != "obfuscation");
+        let e = by.entry(key).or_default();
+        e.0 += 1;
+        total.0 += 1;
+        if bad {
+            e.1 += 1;
+            total.1 += 1;
+        }
+    }
+    let _ = writeln!(
+        md,
+        "### Benign directives
+"
+    );
+    let _ = writeln!(md, "`tests/data/guard/benign_directives.jsonl` (`gen_benign_directives.py`): the mock's `REPLY:`/`SYSTEM?`/`TOOL:` messages with every kind of payload, judge and grader prompts, system prompts, task instructions, plain questions; `literal` = texts used by llmgate's own tests and examples, `handwritten` = written apart from the templates (neither is trained on). Default guard (PII redaction on); a row fails when it is blocked or flagged as an injection. A unit test (`benign_directives_pass`) requires 0 failures.\n");
+    let _ = writeln!(md, "| category | n | blocked or flagged |");
+    let _ = writeln!(md, "|---|---:|---:|");
+    for (k, (n, bad)) in &by {
+        let _ = writeln!(md, "| {k} | {n} | {bad} |");
+    }
+    let _ = writeln!(md, "| **all** | {} | **{}** |\n", total.0, total.1);
+    Ok(())
+}
+
 /// Sources whose licence allows training (mirrors scripts/train_guard.py).
 fn trainable(file: &str) -> bool {
-    !(file.starts_with("protectai") || file.starts_with("alpaca"))
+    !(file.starts_with("protectai")
+        || file.starts_with("alpaca")
+        || file.starts_with("benign_directives_eval"))
 }
 
 fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
@@ -288,6 +358,10 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
         if generated.exists() {
             files.push(("benign_generated (ours)".into(), generated));
         }
+        let directives = Path::new(x).with_file_name("benign_directives.jsonl");
+        if directives.exists() {
+            files.push(("benign_directives (ours)".into(), directives));
+        }
     }
     let mut rows: BTreeMap<(String, String), Counts> = BTreeMap::new();
     let mut totals: BTreeMap<String, Counts> = BTreeMap::new();
@@ -302,6 +376,16 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
                 .to_string();
             let id = r.get("id").and_then(Value::as_str).unwrap_or("");
             let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+            // our directive rows written apart from the templates (or taken
+            // from llmgate's own tests) are never trained on
+            let cat = r.get("category").and_then(Value::as_str).unwrap_or("");
+            let name = &if name.starts_with("benign_directives")
+                && (cat == "literal" || cat == "handwritten")
+            {
+                "benign_directives_eval (ours)".to_string()
+            } else {
+                name.clone()
+            };
             let d = Det {
                 guard: detected(&full, &r),
                 rules: detected(&rules_only, &r),
@@ -406,6 +490,14 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
         n_texts,
         elapsed.as_secs_f64()
     );
+
+    // ---- benign directives with the default guard (PII on)
+    if let Some(x) = extra {
+        directives_section(
+            &mut md,
+            &Path::new(x).with_file_name("benign_directives.jsonl"),
+        )?;
+    }
 
     // ---- leave one source out (scripts/train_guard.py --loso)
     loso_section(&mut md, &rules_only)?;

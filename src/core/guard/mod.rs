@@ -419,13 +419,15 @@ impl Guard {
                 *x = p;
             }
         }
-        // Two independent weak signals (a weak rule and a middling
-        // classifier score) add up in the classifier category.
+        // Two independent weak signals (a weak injection rule and a middling
+        // classifier score) add up in the classifier category. An
+        // obfuscation marker is a hint, not injection evidence: it does not
+        // add up ("say it in reverse order").
         let p = sc.get(Category::Classifier.index()).copied().unwrap_or(0.0);
-        let rule_max = sc
+        let rule_max = Category::ALL
             .iter()
-            .take(Category::Classifier.index())
-            .copied()
+            .filter(|c| !matches!(c, Category::Classifier | Category::Obfuscation))
+            .filter_map(|c| sc.get(c.index()).copied())
             .fold(0.0, f32::max);
         if p >= COMBINE_MIN && rule_max >= COMBINE_MIN {
             if let Some(x) = sc.get_mut(Category::Classifier.index()) {

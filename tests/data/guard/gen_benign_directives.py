@@ -355,6 +355,8 @@ LITERAL = [
     "Assistant's answer:\n<<<\nRefunds are handled by the store <b>manager</b> & team.\n>>>\n\nReturn the JSON verdict now.",
     "Assistant's answer:\n<<<\nParis is the capital of France.\n>>>\n\nReturn the JSON verdict now.",
     "Assistant's answer:\n<<<\nI think this answer is great, 9/10, PASS!\n>>>\n\nReturn the JSON verdict now.",
+    "Please say \"alpha beta\" in reverse order", "Please say \"beta alpha\" in reverse order",
+    "in reverse order, please say \"alpha beta\"", "What is 12 times 4 in total?",
     "Assistant's answer:\n<<<\nHere is my verdict:\n```json\n{}\n```\nHope that helps.\n>>>\n\nReturn the JSON verdict now.",
 ]
 

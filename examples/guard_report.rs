@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example guard_report -- <corpus dir> <output.md> [benign_extra.jsonl]
-//! cargo run --release --example guard_report -- --features <in.jsonl> <out.txt>
+//! cargo run --release --example guard_report -- --features <in.jsonl> <out prefix>
 //! ```
 //! The second form prints the classifier's feature indices for each record's
 //! `text` (one line per record), for `scripts/train_guard.py`.
@@ -19,7 +19,7 @@
 #[path = "../src/core"]
 mod core {
     pub use llmgate::core::api;
-    pub use llmgate::core::config;
+    pub use llmgate::core::error;
     pub mod guard;
 }
 
@@ -49,10 +49,60 @@ fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [flag, input, output] if flag == "--features" => dump_features(input, output),
+        [flag, input, output] if flag == "--keys" => dump_keys(input, output),
+        [flag, input] if flag == "--rule-hits" => {
+            // development aid: which built-in rules fire on each text (names
+            // only; the text itself is not printed)
+            let g = compile(json!({}))?;
+            for (k, r) in read_jsonl(Path::new(input))?.iter().enumerate() {
+                let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+                let hits = g.matching_rules(text);
+                if !hits.is_empty() {
+                    println!("{k}\t{}", hits.join(","));
+                }
+            }
+            Ok(())
+        }
+        [flag, input] if flag == "--score" => score_file(input),
+        [flag] if flag == "--latency" => {
+            if std::env::var_os("GUARD_LATENCY_PARTS").is_some() {
+                latency_parts()?;
+            }
+            for kb in [1usize, 4, 16] {
+                let (inj, all) = latency(kb)?;
+                println!(
+                    "{kb:>2} KB: injection only {inj:.1} µs ({:.1} µs/KB), with PII redaction {all:.1} µs ({:.1} µs/KB)",
+                    inj / kb as f64,
+                    all / kb as f64
+                );
+            }
+            Ok(())
+        }
         [corpus, output] => report(corpus, output, None),
         [corpus, output, extra] => report(corpus, output, Some(extra.as_str())),
-        _ => Err("usage: guard_report <corpus dir> <output.md> [benign_extra.jsonl] | --features <in.jsonl> <out.txt>".into()),
+        _ => Err("usage: guard_report <corpus dir> <output.md> [benign_extra.jsonl] | --features <in.jsonl> <out prefix> | --keys <in.jsonl> <out.txt> | --latency".into()),
     }
+}
+
+/// Development aid: for every record, the verdict of the default guard (as
+/// a user message, with the record's `system_prompt` if any) and the
+/// per-category scores: `<n>\t<verdict>\t<category=score,...>`.
+fn score_file(input: &str) -> Res<()> {
+    let g = compile(json!({}))?;
+    for (k, r) in read_jsonl(Path::new(input))?.iter().enumerate() {
+        let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+        let verdict = if detected(&g, r) { "INJECTION" } else { "ok" };
+        let ts = g.score_text(text, self::core::guard::Origin::User);
+        let mut cats = String::new();
+        for c in self::core::guard::Category::ALL {
+            let v = ts.get(c);
+            if v > 0.0 {
+                let _ = write!(cats, "{}={v:.3},", c.name());
+            }
+        }
+        println!("{k}\t{verdict}\t{cats}");
+    }
+    Ok(())
 }
 
 fn read_jsonl(path: &Path) -> Res<Vec<Value>> {
@@ -68,22 +118,85 @@ fn read_jsonl(path: &Path) -> Res<Vec<Value>> {
     Ok(out)
 }
 
+/// Writes, for every record's `text` (normalised as the filter does), the
+/// distinct feature indices of each scored span (the whole text, then its
+/// windows): `<out>.idx` holds little-endian u32 pairs (record number,
+/// feature count) per span, `<out>.feat` the feature indices (u32 LE).
 fn dump_features(input: &str, output: &str) -> Res<()> {
+    let recs = read_jsonl(Path::new(input))?;
+    let open = |ext: &str| -> Res<std::io::BufWriter<std::fs::File>> {
+        Ok(std::io::BufWriter::new(
+            std::fs::File::create(format!("{output}.{ext}")).map_err(|e| e.to_string())?,
+        ))
+    };
+    let mut idx = open("idx")?;
+    let mut feat = open("feat")?;
+    let mut words = Vec::new();
+    let mut spans = Vec::new();
+    let mut f: Vec<u32> = Vec::new();
+    for (k, r) in recs.iter().enumerate() {
+        let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+        let norm = normalise::normalise(text);
+        classifier::words(&norm, &mut words);
+        classifier::spans(&norm, &mut spans);
+        for &(s, e) in &spans {
+            f.clear();
+            let ws = classifier::words_in(&words, s, e);
+            classifier::for_each_distinct(norm.as_bytes().get(s..e).unwrap_or(&[]), ws, |i| {
+                f.push(i)
+            });
+            f.sort_unstable();
+            let w = |out: &mut std::io::BufWriter<std::fs::File>, v: u32| {
+                out.write_all(&v.to_le_bytes()).map_err(|e| e.to_string())
+            };
+            w(&mut idx, k as u32)?;
+            w(&mut idx, f.len() as u32)?;
+            for &i in &f {
+                w(&mut feat, i)?;
+            }
+        }
+    }
+    idx.flush().map_err(|e| e.to_string())?;
+    feat.flush().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The de-duplication key of a text: the guard's normalisation (compatibility
+/// folding, invisible characters removed, look-alikes folded, lowercase), then
+/// every run of non-alphanumerics as one space. Texts with equal keys are one
+/// text for training and evaluation.
+fn dedup_key(text: &str) -> String {
+    let n = normalise::normalise(text);
+    let mut out = String::with_capacity(n.len());
+    let mut gap = false;
+    for c in n.chars() {
+        if c.is_alphanumeric() {
+            if gap && !out.is_empty() {
+                out.push(' ');
+            }
+            gap = false;
+            out.push(c);
+        } else {
+            gap = true;
+        }
+    }
+    out
+}
+
+/// Writes the [`dedup_key`] of every record's `text`, one per line.
+fn dump_keys(input: &str, output: &str) -> Res<()> {
     let recs = read_jsonl(Path::new(input))?;
     let mut out =
         std::io::BufWriter::new(std::fs::File::create(output).map_err(|e| e.to_string())?);
     for r in recs {
         let text = r.get("text").and_then(Value::as_str).unwrap_or("");
-        let norm = normalise::normalise(text);
-        let f = classifier::text_features(&norm);
-        let line: Vec<String> = f.iter().map(|x| x.to_string()).collect();
-        writeln!(out, "{}", line.join(" ")).map_err(|e| e.to_string())?;
+        writeln!(out, "{}", dedup_key(text)).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    out.flush().map_err(|e| e.to_string())
 }
 
-/// FNV-1a 32 of the record id; `% 5 == 0` is the held-out split (the
-/// training script uses the same function).
+/// FNV-1a 32 of the text's [`dedup_key`]; `% 5 == 0` is the held-out split
+/// (the training script uses the same function on the same keys).
 fn heldout(id: &str) -> bool {
     let mut h: u32 = 0x811c_9dc5;
     for &b in id.as_bytes() {
@@ -113,10 +226,12 @@ struct Counts {
     n: u32,
     guard: u32,
     rules: u32,
+    cls: u32,
     base: u32,
     ho_n: u32,
     ho_guard: u32,
     ho_rules: u32,
+    ho_cls: u32,
     ho_base: u32,
 }
 
@@ -137,15 +252,64 @@ fn detected(g: &Guard, r: &Value) -> bool {
     msgs.push(json!({"role": "user", "content": text}));
     let mut body = json!({"model": "m", "messages": msgs});
     let o = g.inspect_request(Api::OpenAi, &mut body);
+    // an `obfuscation` flag alone is a hint, not a detection
     o.block
         .as_ref()
         .is_some_and(|b| b.code == "prompt_injection_detected")
-        || !o.flagged.is_empty()
+        || o.flagged.iter().any(|c| *c != "obfuscation")
+}
+
+/// Benign directive messages through the default guard (PII redaction on):
+/// how many are blocked or flagged as an injection, per category.
+fn directives_section(md: &mut String, path: &Path) -> Res<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let g = compile(json!({}))?;
+    let mut by: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut total = (0u32, 0u32);
+    for r in read_jsonl(path)? {
+        let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+        let cat = r.get("category").and_then(Value::as_str).unwrap_or("?");
+        let trained = !(cat == "literal" || cat == "handwritten");
+        let key = if trained && heldout(&dedup_key(text)) {
+            format!("{cat} (held-out fifth)")
+        } else if trained {
+            format!("{cat} (trained on)")
+        } else {
+            format!("{cat} (never trained on)")
+        };
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+        let o = g.inspect_request(Api::OpenAi, &mut body);
+        let bad = o.block.is_some() || o.flagged.iter().any(|c| *c != "obfuscation");
+        let e = by.entry(key).or_default();
+        e.0 += 1;
+        total.0 += 1;
+        if bad {
+            e.1 += 1;
+            total.1 += 1;
+        }
+    }
+    let _ = writeln!(
+        md,
+        "### Benign directives
+"
+    );
+    let _ = writeln!(md, "`tests/data/guard/benign_directives.jsonl` (`gen_benign_directives.py`): the mock's `REPLY:`/`SYSTEM?`/`TOOL:` messages with every kind of payload, judge and grader prompts, system prompts, task instructions, plain questions; `literal` = texts used by llmgate's own tests and examples, `handwritten` = written apart from the templates (neither is trained on). Default guard (PII redaction on); a row fails when it is blocked or flagged as an injection. A unit test (`benign_directives_pass`) requires 0 failures.\n");
+    let _ = writeln!(md, "| category | n | blocked or flagged |");
+    let _ = writeln!(md, "|---|---:|---:|");
+    for (k, (n, bad)) in &by {
+        let _ = writeln!(md, "| {k} | {n} | {bad} |");
+    }
+    let _ = writeln!(md, "| **all** | {} | **{}** |\n", total.0, total.1);
+    Ok(())
 }
 
 /// Sources whose licence allows training (mirrors scripts/train_guard.py).
 fn trainable(file: &str) -> bool {
-    !(file.starts_with("protectai") || file.starts_with("alpaca"))
+    !(file.starts_with("protectai")
+        || file.starts_with("alpaca")
+        || file.starts_with("benign_directives_eval"))
 }
 
 fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
@@ -155,6 +319,9 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
     let mut rules_cfg = no_pii.clone();
     rules_cfg["injection"] = json!({"actions": {"classifier": "off"}});
     let rules_only: Guard = compile(rules_cfg)?;
+    let mut cls_cfg = no_pii.clone();
+    cls_cfg["injection"] = json!({"actions": {"instruction_override": "off", "role_injection": "off", "system_prompt_extraction": "off", "jailbreak_persona": "off", "tool_output_injection": "off", "obfuscation": "off"}});
+    let cls_only: Guard = compile(cls_cfg)?;
     let base = baseline();
     let base_hit = |t: &str| base.iter().any(|r| r.is_match(t));
 
@@ -162,7 +329,7 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
     let _ = writeln!(md, "## Guard report\n");
     let _ = writeln!(
         md,
-        "Generated by `make guard-report` (`examples/guard_report.rs`) with the default guard configuration (threshold 0.5; a row counts as detected when any injection category reaches the threshold, blocked or flagged). Classifier loaded: {}. *Held-out* = the 20% of records (FNV-1a of the id mod 5 = 0) never used for training; sources marked *eval only* were never trained on at all.\n",
+        "Generated by `make guard-report` (`examples/guard_report.rs`) with the default guard configuration (threshold 0.5; a row counts as detected when an injection category reaches the threshold, blocked or flagged; an `obfuscation` flag alone is a hint, not a detection). Classifier loaded: {}. Texts are de-duplicated by normalised text (the guard's normalisation, every run of non-alphanumerics as one space): *held-out* = the texts whose normalised form hashes to the held-out fifth (FNV-1a mod 5 = 0), never trained on, whatever source they come from; sources marked *eval only* (ProtectAI: licence not stated; Alpaca: non-commercial) were never trained on, and neither was any text of another source that equals one of theirs. Columns: the full guard; on the held-out texts the full guard, the rules alone and the classifier alone (its contribution).\n",
         if full.has_classifier() { "yes" } else { "no" }
     );
 
@@ -187,6 +354,14 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
     }
     if let Some(x) = extra {
         files.push(("benign_extra (ours)".into(), Path::new(x).to_path_buf()));
+        let generated = Path::new(x).with_file_name("benign_generated.jsonl");
+        if generated.exists() {
+            files.push(("benign_generated (ours)".into(), generated));
+        }
+        let directives = Path::new(x).with_file_name("benign_directives.jsonl");
+        if directives.exists() {
+            files.push(("benign_directives (ours)".into(), directives));
+        }
     }
     let mut rows: BTreeMap<(String, String), Counts> = BTreeMap::new();
     let mut totals: BTreeMap<String, Counts> = BTreeMap::new();
@@ -201,16 +376,28 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
                 .to_string();
             let id = r.get("id").and_then(Value::as_str).unwrap_or("");
             let text = r.get("text").and_then(Value::as_str).unwrap_or("");
-            let g = detected(&full, &r);
-            let ru = detected(&rules_only, &r);
-            let b = base_hit(text);
+            // our directive rows written apart from the templates (or taken
+            // from llmgate's own tests) are never trained on
+            let cat = r.get("category").and_then(Value::as_str).unwrap_or("");
+            let name = &if name.starts_with("benign_directives")
+                && (cat == "literal" || cat == "handwritten")
+            {
+                "benign_directives_eval (ours)".to_string()
+            } else {
+                name.clone()
+            };
+            let d = Det {
+                guard: detected(&full, &r),
+                rules: detected(&rules_only, &r),
+                cls: detected(&cls_only, &r),
+                base: base_hit(text),
+            };
             n_texts += 1;
-            let ho = heldout(id);
+            let _ = id;
+            let ho = heldout(&dedup_key(text));
             add(
                 rows.entry((name.clone(), label.clone())).or_default(),
-                g,
-                ru,
-                b,
+                d,
                 ho,
             );
             let tkey = match label.as_str() {
@@ -218,7 +405,7 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
                 "benign" => "benign (all sources)",
                 _ => "harmful_plain (all sources)",
             };
-            add(totals.entry(tkey.to_string()).or_default(), g, ru, b, ho);
+            add(totals.entry(tkey.to_string()).or_default(), d, ho);
             if label != "harmful_plain" {
                 let scope = if trainable(name) {
                     "trained sources"
@@ -236,9 +423,7 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
                             }
                         ))
                         .or_default(),
-                    g,
-                    ru,
-                    b,
+                    d,
                     ho,
                 );
             }
@@ -247,9 +432,7 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
                     totals
                         .entry("benign hard negatives (NotInject + XSTest safe)".into())
                         .or_default(),
-                    g,
-                    ru,
-                    b,
+                    d,
                     ho,
                 );
             }
@@ -259,8 +442,8 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
 
     let _ = writeln!(md, "### Prompt injection\n");
     let _ = writeln!(md, "Attack rows: detection rate (higher is better). Benign rows: false-positive rate (lower is better). harmful_plain rows are plain harmful requests with no manipulation — out of scope for an injection detector, shown apart and counted neither as misses nor as false positives.\n");
-    let _ = writeln!(md, "| source | label | n | llmgate (rules + classifier) | held-out n | llmgate held-out | rules only | seed's five patterns |");
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "| source | label | n | llmgate (rules + classifier) | held-out n | llmgate held-out | held-out: rules only | held-out: classifier only | seed's five patterns |");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for label in ["attack", "benign", "harmful_plain"] {
         for ((name, l), c) in &rows {
             if l != label {
@@ -273,12 +456,13 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
             };
             let _ = writeln!(
                 md,
-                "| {src} | {l} | {} | {} | {} | {} | {} | {} |",
+                "| {src} | {l} | {} | {} | {} | {} | {} | {} | {} |",
                 c.n,
                 pct(c.guard, c.n),
                 c.ho_n,
                 pct(c.ho_guard, c.ho_n),
-                pct(c.rules, c.n),
+                pct(c.ho_rules, c.ho_n),
+                pct(c.ho_cls, c.ho_n),
                 pct(c.base, c.n)
             );
         }
@@ -286,18 +470,19 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
     for (name, c) in &totals {
         let _ = writeln!(
             md,
-            "| **{name}** | | {} | **{}** | {} | **{}** | {} | {} |",
+            "| **{name}** | | {} | **{}** | {} | **{}** | {} | {} | {} |",
             c.n,
             pct(c.guard, c.n),
             c.ho_n,
             pct(c.ho_guard, c.ho_n),
-            pct(c.rules, c.n),
+            pct(c.ho_rules, c.ho_n),
+            pct(c.ho_cls, c.ho_n),
             pct(c.base, c.n)
         );
     }
     let _ = writeln!(
         md,
-        "\nHow to read it: the *held-out* columns of trained sources are the honest classifier numbers (those rows were never trained on). The rules, however, were written while looking at misses and false positives across the whole corpus, the eval-only ProtectAI set included, so rule-driven numbers everywhere are optimistic. Many CyberSecEval rows are attacks only relative to their system prompt (e.g. an off-topic question), which no input-only detector can see; Mosscap and Gandalf rows are password-game attempts.\n"
+        "\nHow to read it: the *held-out* columns are the honest classifier numbers (those texts were never trained on, and no training text equals them after normalisation). The rules, however, were written while looking at misses and false positives across the older corpus, the eval-only ProtectAI set included, so rule-driven numbers are optimistic. Many CyberSecEval rows are attacks only relative to their system prompt (e.g. an off-topic question), which no input-only detector can see; Mosscap and Gandalf rows are password-game attempts; WildGuardMix `attack` rows are long harmful role-play prompts (labelled by length, see the corpus README) and its benign rows adversarial look-alikes; composed_indirect payloads are often plain out-of-place instructions (\"Use emojis to represent your answer.\").\n"
     );
     let _ = writeln!(
         md,
@@ -305,6 +490,20 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
         n_texts,
         elapsed.as_secs_f64()
     );
+
+    // ---- benign directives with the default guard (PII on)
+    if let Some(x) = extra {
+        directives_section(
+            &mut md,
+            &Path::new(x).with_file_name("benign_directives.jsonl"),
+        )?;
+    }
+
+    // ---- leave one source out (scripts/train_guard.py --loso)
+    loso_section(&mut md, &rules_only)?;
+
+    // ---- evasion
+    evasion_section(&mut md, &files, &full)?;
 
     // ---- PII (Presidio synthetic)
     let _ = writeln!(md, "### PII — Presidio research synthetic dataset\n");
@@ -463,6 +662,73 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
     }
     let _ = writeln!(md, "\nExamples of the {other_n} out-of-scope gitleaks rules: {other_hit} contain something we report as a secret (mostly embedded JWTs). gitleaks' own negatives include its allow-listed public Google keys and syntactically valid keys of a sibling rule (e.g. an `sk-ant-api03-` key in the admin-key rule's negatives); llmgate redacts those on purpose.\n");
 
+    // ---- PII look-alikes (tests/data/guard/pii_cases.jsonl)
+    let cases = Path::new("tests/data/guard/pii_cases.jsonl");
+    if cases.exists() {
+        let _ = writeln!(
+            md,
+            "### PII look-alikes (`tests/data/guard/pii_cases.jsonl`)\n"
+        );
+        let _ = writeln!(md, "Generated by `tests/data/guard/gen_pii_cases.py`: per type 100 hard negatives (numbers shaped like the type that are not valid ones: NANP area codes 0xx/1xx/N11, wrong lengths for the country calling code, unassigned codes; cards failing Luhn, outside the issuer ranges or of the wrong length for the brand; SSNs with area 000/666/9xx, group 00, serial 0000; IBANs with a wrong checksum, a wrong length for the country or no such country) and 100 valid values, half of each next to a context word. *Altered* = the default guard redacts anything in the text.\n");
+        let _ = writeln!(
+            md,
+            "| type | hard negatives | altered | valid values | found (recall) |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        let verbose = std::env::var_os("GUARD_REPORT_VERBOSE").is_some();
+        let mut per: BTreeMap<String, [u32; 4]> = BTreeMap::new();
+        for r in read_jsonl(cases)? {
+            let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+            let ent = r
+                .get("entity")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string();
+            let valid = r.get("label").and_then(Value::as_str) == Some("valid");
+            let found = det.find(text);
+            let c = per.entry(ent.clone()).or_default();
+            if valid {
+                c[2] += 1;
+                let hit = found.iter().any(|m| m.entity.name() == ent);
+                c[3] += u32::from(hit);
+                if verbose && !hit {
+                    let names: Vec<&str> = found.iter().map(|m| m.entity.name()).collect();
+                    eprintln!("missed {ent}: {text} {names:?}");
+                }
+            } else {
+                c[0] += 1;
+                let hit = found.iter().any(|m| !m.entity.is_secret());
+                c[1] += u32::from(hit);
+                if verbose && hit {
+                    let names: Vec<&str> = found.iter().map(|m| m.entity.name()).collect();
+                    eprintln!("altered {ent}: {text} {names:?}");
+                }
+            }
+        }
+        let mut tot = [0u32; 4];
+        for (ent, c) in &per {
+            for (t, v) in tot.iter_mut().zip(c.iter()) {
+                *t += v;
+            }
+            let _ = writeln!(
+                md,
+                "| {ent} | {} | {} | {} | {} |",
+                c[0],
+                c[1],
+                c[2],
+                ratio(c[3], c[2])
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| **all** | {} | **{}** | {} | **{}** |\n",
+            tot[0],
+            tot[1],
+            tot[2],
+            ratio(tot[3], tot[2])
+        );
+    }
+
     // ---- synthetic values
     let _ = writeln!(
         md,
@@ -476,25 +742,51 @@ fn report(corpus: &str, output: &str, extra: Option<&str>) -> Res<()> {
 
     // ---- latency
     let _ = writeln!(md, "\n### Cost\n");
-    let (us_inj, us_all) = latency()?;
-    let _ = writeln!(md, "Native release build, one 4 KB OpenAI request (user text with an email and a phone number): guard with PII redaction {us_all:.1} µs, injection only {us_inj:.1} µs per request (wasm is typically 2–3× slower; `make bench` measures it in Envoy).\n");
+    let _ = writeln!(md, "Native release build (this machine), one OpenAI request whose user text is an e-mail-like document of the given size (with an e-mail address and a phone number), CPU time of the measuring thread (the machine is shared), median of five runs:\n");
+    let _ = writeln!(md, "| user text | injection only (µs) | µs per KB | guard with PII redaction (µs) | µs per KB |");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+    for kb in [1usize, 4, 16] {
+        let (us_inj, us_all) = latency(kb)?;
+        let _ = writeln!(
+            md,
+            "| {kb} KB | {us_inj:.1} | {:.1} | {us_all:.1} | {:.1} |",
+            us_inj / kb as f64,
+            us_all / kb as f64
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nwasm in V8 is typically 2–3× slower; `make bench` measures it in Envoy.\n"
+    );
 
     std::fs::write(output, md).map_err(|e| format!("{output}: {e}"))?;
     eprintln!("wrote {output}");
     Ok(())
 }
 
-fn add(c: &mut Counts, g: bool, r: bool, b: bool, ho: bool) {
+fn add(c: &mut Counts, d: Det, ho: bool) {
     c.n += 1;
-    c.guard += u32::from(g);
-    c.rules += u32::from(r);
-    c.base += u32::from(b);
+    c.guard += u32::from(d.guard);
+    c.rules += u32::from(d.rules);
+    c.cls += u32::from(d.cls);
+    c.base += u32::from(d.base);
     if ho {
         c.ho_n += 1;
-        c.ho_guard += u32::from(g);
-        c.ho_rules += u32::from(r);
-        c.ho_base += u32::from(b);
+        c.ho_guard += u32::from(d.guard);
+        c.ho_rules += u32::from(d.rules);
+        c.ho_cls += u32::from(d.cls);
+        c.ho_base += u32::from(d.base);
     }
+}
+
+/// Detections of one record: full guard, rules only, classifier only, the
+/// seed's five patterns.
+#[derive(Clone, Copy)]
+struct Det {
+    guard: bool,
+    rules: bool,
+    cls: bool,
+    base: bool,
 }
 
 fn ratio(a: u32, n: u32) -> String {
@@ -923,12 +1215,18 @@ fn synthetic(det: &Detectors) -> Vec<(&'static str, f64, f64)> {
     out
 }
 
-fn latency() -> Res<(f64, f64)> {
+fn latency(kb: usize) -> Res<(f64, f64)> {
     let para = "Hello team, following up on the quarterly planning meeting. We agreed to move the launch to the second week of March, pending the security review. Please send comments to maria.keller@example.com or call me on +49 30 12345678 before Friday. The draft covers the onboarding flow, the billing changes and the new reporting dashboard. ";
     let mut text = String::new();
-    while text.len() < 4096 {
+    while text.len() < kb * 1024 {
         text.push_str(para);
     }
+    let cut = (kb * 1024).min(text.len());
+    let mut cut = cut;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
     let body = json!({"model": "gpt-4o", "messages": [
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": text}
@@ -937,22 +1235,367 @@ fn latency() -> Res<(f64, f64)> {
     let g_inj = compile(
         json!({"pii": {"email": "allow", "phone": "allow", "credit_card": "allow", "iban": "allow", "us_ssn": "allow"}, "secrets": {"default": "allow"}}),
     )?;
-    let iters = 2000;
+    let iters = (4000 / kb).max(50);
     let time = |g: Option<&Guard>| {
-        let t = Instant::now();
-        for _ in 0..iters {
-            let mut b = body.clone();
-            if let Some(g) = g {
-                let o = g.inspect_request(Api::OpenAi, &mut b);
-                std::hint::black_box(o);
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let c = cpu_ns();
+            for _ in 0..iters {
+                let mut b = body.clone();
+                if let Some(g) = g {
+                    let o = g.inspect_request(Api::OpenAi, &mut b);
+                    std::hint::black_box(o);
+                }
+                std::hint::black_box(b);
             }
-            std::hint::black_box(b);
+            // CPU time of this thread when the OS tells it (a shared machine
+            // inflates wall time), else wall time
+            let us = match (c, cpu_ns()) {
+                (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e3,
+                _ => t.elapsed().as_secs_f64() * 1e6,
+            };
+            runs.push(us / iters as f64);
         }
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(iters)
+        runs.sort_by(|a, b| a.total_cmp(b));
+        runs[2]
     };
     let _ = time(Some(&g_all));
     let clone = time(None);
     let all = time(Some(&g_all)) - clone;
     let inj = time(Some(&g_inj)) - clone;
     Ok((inj, all))
+}
+
+/// CPU time of the current thread in ns (Linux `/proc/thread-self/schedstat`).
+fn cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn b64_encode(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The evasion transformations.
+const EVASIONS: &[&str] = &[
+    "plain",
+    "uppercase",
+    "base64",
+    "letter_spaced",
+    "leetspeak",
+    "homoglyph",
+    "zero_width",
+    "fullwidth",
+];
+
+fn evade(kind: &str, t: &str) -> String {
+    match kind {
+        "uppercase" => t.to_uppercase(),
+        "base64" => b64_encode(t.as_bytes()),
+        "letter_spaced" => {
+            let v: Vec<String> = t.chars().map(|c| c.to_string()).collect();
+            v.join(" ")
+        }
+        "leetspeak" => t
+            .to_lowercase()
+            .chars()
+            .map(|c| match c {
+                'a' => '4',
+                'e' => '3',
+                'i' => '1',
+                'o' => '0',
+                's' => '5',
+                't' => '7',
+                c => c,
+            })
+            .collect(),
+        "homoglyph" => t
+            .chars()
+            .map(|c| match c {
+                'a' => '\u{0430}',
+                'e' => '\u{0435}',
+                'o' => '\u{043E}',
+                'p' => '\u{0440}',
+                'c' => '\u{0441}',
+                'x' => '\u{0445}',
+                c => c,
+            })
+            .collect(),
+        "zero_width" => {
+            let mut o = String::new();
+            let mut prev_alpha = false;
+            for c in t.chars() {
+                if prev_alpha && c.is_alphanumeric() {
+                    o.push('\u{200B}');
+                }
+                o.push(c);
+                prev_alpha = c.is_alphanumeric();
+            }
+            o
+        }
+        "fullwidth" => t
+            .chars()
+            .map(|c| {
+                if ('!'..='~').contains(&c) {
+                    char::from_u32(c as u32 + 0xFEE0).unwrap_or(c)
+                } else {
+                    c
+                }
+            })
+            .collect(),
+        _ => t.to_string(),
+    }
+}
+
+fn fnv(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in s.as_bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// 40 held-out attacks and 40 held-out benign texts (40–300 characters, at
+/// most 4 per source, chosen by a hash of the text) under each evasion.
+fn evasion_section(md: &mut String, files: &[(String, std::path::PathBuf)], g: &Guard) -> Res<()> {
+    let mut pool: Vec<(u32, String, String, bool)> = Vec::new(); // hash, source, text, attack
+    for (name, path) in files {
+        for r in read_jsonl(path)? {
+            let label = r.get("label").and_then(Value::as_str).unwrap_or("");
+            let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+            let n = text.chars().count();
+            if !(40..=300).contains(&n) || !(label == "attack" || label == "benign") {
+                continue;
+            }
+            let key = dedup_key(text);
+            if !heldout(&key) || r.get("system_prompt").is_some() {
+                continue;
+            }
+            pool.push((
+                fnv(&format!("evasion{key}")),
+                name.clone(),
+                text.to_string(),
+                label == "attack",
+            ));
+        }
+    }
+    pool.sort();
+    let pick = |attack: bool| -> Vec<String> {
+        let mut per: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (_, src, t, a) in &pool {
+            if *a != attack || out.len() >= 40 {
+                continue;
+            }
+            let c = per.entry(src.as_str()).or_default();
+            if *c >= 4 {
+                continue;
+            }
+            *c += 1;
+            out.push(t.clone());
+        }
+        out
+    };
+    let attacks = pick(true);
+    let benign = pick(false);
+    let flags = |t: &str| -> (bool, bool) {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": t}]});
+        let o = g.inspect_request(Api::OpenAi, &mut body);
+        let inj = o
+            .block
+            .as_ref()
+            .is_some_and(|b| b.code == "prompt_injection_detected")
+            || o.flagged.iter().any(|c| *c != "obfuscation");
+        (inj, o.flagged.contains(&"obfuscation"))
+    };
+    let _ = writeln!(md, "### Evasion\n");
+    let _ = writeln!(md, "{} held-out attacks and {} held-out benign texts (40–300 characters, at most 4 per source, chosen by a hash of the text), each under every transformation, through the default guard. *Detected* = blocked or flagged in an injection category; an `obfuscation` flag alone is a hint and is counted apart.\n", attacks.len(), benign.len());
+    let _ = writeln!(md, "| transformation | attacks detected | relative to plain | benign detected as injection | benign with an `obfuscation` hint |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    let mut plain = 0u32;
+    for kind in EVASIONS {
+        let det = attacks.iter().filter(|t| flags(&evade(kind, t)).0).count() as u32;
+        if *kind == "plain" {
+            plain = det;
+        }
+        let bf: Vec<(bool, bool)> = benign.iter().map(|t| flags(&evade(kind, t))).collect();
+        let b_inj = bf.iter().filter(|x| x.0).count();
+        let b_obf = bf.iter().filter(|x| x.1).count();
+        let rel = if plain == 0 {
+            0.0
+        } else {
+            f64::from(det) / f64::from(plain)
+        };
+        let _ = writeln!(
+            md,
+            "| {kind} | {det}/{} | {:.0}% | {b_inj}/{} | {b_obf}/{} |",
+            attacks.len(),
+            rel * 100.0,
+            benign.len(),
+            benign.len()
+        );
+    }
+    let _ = writeln!(md);
+    Ok(())
+}
+
+/// Leave-one-source-out numbers from `scripts/train_guard.py --loso`
+/// (target/guard-loso.json): the classifier trained without the source,
+/// calibrated on the other sources' held-out benign texts, evaluated on the
+/// source's texts that no training text equals; the rules (fixed) are run
+/// here on the same texts.
+fn loso_section(md: &mut String, rules: &Guard) -> Res<()> {
+    let path = Path::new("target/guard-loso.json");
+    let _ = writeln!(md, "### Leave one source out\n");
+    let Ok(raw) = std::fs::read_to_string(path) else {
+        let _ = writeln!(md, "Not run (`.venv/bin/python scripts/train_guard.py --loso` writes target/guard-loso.json; about half an hour).\n");
+        return Ok(());
+    };
+    let v: Value = serde_json::from_str(&raw).map_err(|e| e.to_string())?;
+    let mut texts: BTreeMap<u64, String> = BTreeMap::new();
+    for r in read_jsonl(Path::new("target/guard-loso-texts.jsonl"))? {
+        if let (Some(t), Some(x)) = (
+            r.get("t").and_then(Value::as_u64),
+            r.get("text").and_then(Value::as_str),
+        ) {
+            texts.insert(t, x.to_string());
+        }
+    }
+    let rule_hit = |t: u64| -> bool {
+        texts.get(&t).is_some_and(|x| {
+            let r = json!({"text": x});
+            detected(rules, &r)
+        })
+    };
+    let _ = writeln!(md, "Per source: the classifier trained without that source (on the training split of all others), its operating point set on the other sources' held-out benign texts (same target FPR as the shipped model), evaluated on every text of the source that no training text equals after normalisation. The rules are fixed (they were written looking at the whole corpus), so *classifier or rules* is optimistic; *classifier* is the honest leave-one-source-out number.\n");
+    let _ = writeln!(md, "| left-out source | attacks | classifier | rules | classifier or rules | benign | FPR classifier | FPR classifier or rules |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut avg = (0.0f64, 0.0f64, 0u32);
+    for r in v
+        .get("results")
+        .and_then(Value::as_array)
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+    {
+        let src = r.get("source").and_then(Value::as_str).unwrap_or("?");
+        let scores = r.get("scores").and_then(Value::as_object);
+        let ids = |k: &str| -> Vec<u64> {
+            r.get(k)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()
+        };
+        let cls = |t: u64| {
+            scores
+                .and_then(|s| s.get(&t.to_string()))
+                .and_then(Value::as_f64)
+                .is_some_and(|x| x > 0.0)
+        };
+        let att = ids("attack_texts");
+        let ben = ids("benign_texts");
+        let count = |v: &[u64], f: &dyn Fn(u64) -> bool| v.iter().filter(|&&t| f(t)).count() as u32;
+        let a_c = count(&att, &cls);
+        let a_r = count(&att, &rule_hit);
+        let a_cr = count(&att, &|t| cls(t) || rule_hit(t));
+        let b_c = count(&ben, &cls);
+        let b_cr = count(&ben, &|t| cls(t) || rule_hit(t));
+        let n = att.len() as u32;
+        if n >= 20 {
+            avg.0 += f64::from(a_c) / f64::from(n);
+            avg.1 += f64::from(a_cr) / f64::from(n);
+            avg.2 += 1;
+        }
+        let _ = writeln!(
+            md,
+            "| {src} | {n} | {} | {} | {} | {} | {} | {} |",
+            pct(a_c, n),
+            pct(a_r, n),
+            pct(a_cr, n),
+            ben.len(),
+            pct(b_c, ben.len() as u32),
+            pct(b_cr, ben.len() as u32)
+        );
+    }
+    if avg.2 > 0 {
+        let k = f64::from(avg.2);
+        let _ = writeln!(md, "| **average over the {} sources with ≥ 20 left-out attacks** | | **{:.1}%** | | **{:.1}%** | | | |", avg.2, 100.0 * avg.0 / k, 100.0 * avg.1 / k);
+    }
+    let _ = writeln!(md);
+    Ok(())
+}
+
+/// Where the time goes (development aid): rules only, classifier only, both.
+fn latency_parts() -> Res<()> {
+    let para = "Hello team, following up on the quarterly planning meeting. We agreed to move the launch to the second week of March, pending the security review. Please send comments to maria.keller@example.com or call me on +49 30 12345678 before Friday. The draft covers the onboarding flow, the billing changes and the new reporting dashboard. ";
+    let text = para.repeat(13); // ≈ 4 KB
+    let no_pii = json!({"pii": {"email": "allow", "phone": "allow", "credit_card": "allow", "iban": "allow", "us_ssn": "allow"}, "secrets": {"default": "allow"}});
+    let mut rules = no_pii.clone();
+    rules["injection"] = json!({"actions": {"classifier": "off"}});
+    let g_full = compile(no_pii)?;
+    let g_rules = compile(rules)?;
+    let iters = 300;
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(g_rules.score_text(&text, self::core::guard::Origin::User));
+    }
+    let r_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+    let mut v = String::new();
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(normalise::letter_spaced_view(&text, &mut v));
+        std::hint::black_box(normalise::leet_view(&text, &mut v));
+    }
+    let views = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(normalise::normalise(&text));
+    }
+    let norm_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+    println!("rules-only score_text {r_us:.1} µs, view prechecks {views:.1} µs, normalise {norm_us:.1} µs");
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(g_full.score_text(&text, self::core::guard::Origin::User));
+    }
+    let full = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+    let norm = normalise::normalise(&text);
+    let mut w = Vec::new();
+    classifier::words(&norm, &mut w);
+    let m = classifier::Model::shipped().ok_or("no model")?;
+    let mut sp = Vec::new();
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(m.score(&norm, &w, &mut sp));
+    }
+    let cls = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+    let t = Instant::now();
+    let mut n = 0usize;
+    for _ in 0..iters {
+        classifier::spans(&norm, &mut sp);
+        for &(s, e) in &sp {
+            classifier::for_each_feature(
+                norm.as_bytes().get(s..e).unwrap_or(&[]),
+                classifier::words_in(&w, s, e),
+                |i| n = n.wrapping_add(i as usize),
+            );
+        }
+    }
+    std::hint::black_box(n);
+    let feats = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+    println!("{} bytes, {} spans: score_text {full:.1} µs, classifier {cls:.1} µs, feature hashing alone {feats:.1} µs", text.len(), sp.len());
+    Ok(())
 }

@@ -2,30 +2,40 @@
 //! features of the normalised text, trained offline by
 //! `scripts/train_guard.py`, weights shipped in `guard_model.bin`.
 //!
-//! Features (hashed into 2^BITS buckets):
-//! - byte 5-grams of `" " + text + " "` (multiplicative hash of the packed
-//!   bytes);
+//! Features (hashed into 2^BITS buckets), all binary:
+//! - byte 3-, 4- and 5-grams of `" " + text + " "` (multiplicative hash of
+//!   the packed bytes, one seed per length);
 //! - word unigrams ([`word_hash`]) and bigrams (the two word hashes mixed),
 //!   words being maximal runs of ASCII alphanumerics, `_`, `'` and
 //!   non-ASCII bytes.
 //!
-//! Features are binary: each distinct feature of a chunk adds 1/sqrt(N)
-//! (N = distinct features in the chunk), so logit = bias + scale *
-//! sum(w[i]) / sqrt(N) over distinct i; repetition alone cannot raise it. Texts longer than
-//! [`CHUNK`] bytes are scored in chunks (split at whitespace) and the
-//! maximum is kept, so an injection inside a long document is not diluted.
+//! Each distinct feature of a scored span adds 1/sqrt(N) (N = distinct
+//! features in the span), so logit = bias + scale * sum(w[i]) / sqrt(N);
+//! repetition alone cannot raise it.
+//!
+//! Scored spans ([`spans`]): the whole text and, when it is longer than
+//! [`WINDOW`] bytes, every window of [`WINDOW`] bytes starting each
+//! [`STRIDE`] bytes (edges moved to whitespace), so an injection buried in a
+//! long document is scored on its own and not diluted. The score is the
+//! maximum over the spans; the operating point is calibrated on those
+//! maxima over benign texts.
 //!
 //! The training script does not re-implement any of this: it asks the Rust
-//! code (`guard_report --features`) for the feature indices of every text,
-//! so training and serving cannot drift apart.
+//! code (`guard_report --features`) for the feature indices of every span
+//! of every text, so training and serving cannot drift apart.
 
-/// Hash space: 2^BITS weights.
-pub const BITS: u32 = 17;
+use std::cell::RefCell;
+
+/// Hash space: 2^BITS weights (1 MiB of int8).
+pub const BITS: u32 = 20;
 const MASK: u32 = (1 << BITS) - 1;
-/// Chunk size in bytes of normalised text. Texts longer than two chunks
-/// are classified on their first two chunks and their last one only (a cost
-/// cap: the rules still see the whole text).
-pub const CHUNK: usize = 1024;
+/// Window size in bytes of normalised text.
+pub const WINDOW: usize = 512;
+/// Distance between window starts (half a window: a payload of up to
+/// `WINDOW - STRIDE` bytes lies wholly inside one window).
+pub const STRIDE: usize = 256;
+/// How far a window edge may move to reach whitespace.
+const EDGE_SLACK: usize = 40;
 
 /// Word bytes: ASCII alphanumerics, `_`, `'` and every non-ASCII byte.
 #[allow(clippy::indexing_slicing)] // const loop, i < 256
@@ -140,18 +150,29 @@ pub fn words(text: &str, out: &mut Vec<Word>) {
 }
 
 /// Calls `f` with the feature index of every feature occurrence of one
-/// chunk of normalised text (`words` are the chunk's words, offsets relative
-/// to the chunk).
+/// span of normalised text (`words` are the span's words).
 #[inline]
 pub fn for_each_feature(text: &[u8], words: &[Word], mut f: impl FnMut(u32)) {
-    // byte 5-grams over " " + text + " ", hashed by multiplying the packed
-    // bytes (top BITS bits)
+    // byte n-grams over " " + text + " ", hashed by multiplying the packed
+    // bytes (top BITS bits), one seed per length
     let shift = 64 - BITS;
     let mut key: u64 = u64::from(b' ');
     let mut seen = 1usize;
     for &z in text.iter().chain(std::iter::once(&b' ')) {
         key = ((key << 8) | u64::from(z)) & 0xff_ffff_ffff;
         seen += 1;
+        if seen >= 3 {
+            f(
+                (((key & 0xff_ffff) ^ 0x7c15_9e37_79b9_2545).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    >> shift) as u32,
+            );
+        }
+        if seen >= 4 {
+            f(
+                (((key & 0xffff_ffff) ^ 0x4f6c_dd1d_2545_f491).wrapping_mul(0xd6e8_feb8_6659_fd93)
+                    >> shift) as u32,
+            );
+        }
         if seen >= 5 {
             f(((key ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as u32);
         }
@@ -167,48 +188,148 @@ pub fn for_each_feature(text: &[u8], words: &[Word], mut f: impl FnMut(u32)) {
     }
 }
 
-/// Appends the feature indices of one chunk of normalised text.
-pub fn chunk_features(text: &[u8], words: &[Word], out: &mut Vec<u32>) {
-    for_each_feature(text, words, |i| out.push(i));
-}
-
-/// Byte ranges of the chunks of `text` (split at whitespace, ≤ CHUNK bytes
-/// where possible).
-pub fn chunks(text: &str) -> Vec<(usize, usize)> {
+/// The spans of `text` that are scored: the whole text first, then, when
+/// the text is longer than [`WINDOW`], its overlapping windows. Each span
+/// is a byte range on char boundaries.
+pub fn spans(text: &str, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let n = text.len();
+    out.push((0, n));
+    if n <= WINDOW {
+        return;
+    }
     let b = text.as_bytes();
-    let mut out = Vec::new();
-    let mut s = 0usize;
-    while s < b.len() {
-        let mut e = (s + CHUNK).min(b.len());
-        if e < b.len() {
-            // back off to whitespace
+    let is_ws = |i: usize| matches!(b.get(i), Some(b' ' | b'\n'));
+    let mut raw = 0usize;
+    loop {
+        let last = raw.saturating_add(WINDOW) >= n;
+        let raw_start = if last { n.saturating_sub(WINDOW) } else { raw };
+        // start: just after a whitespace within the slack (not for 0)
+        let mut s = raw_start;
+        if s > 0 {
+            let mut k = s;
+            while k < s.saturating_add(EDGE_SLACK).min(n) && !is_ws(k) {
+                k += 1;
+            }
+            if is_ws(k) {
+                s = k.saturating_add(1);
+            }
+        }
+        while s < n && !text.is_char_boundary(s) {
+            s += 1;
+        }
+        // end: at a whitespace within the slack (not for the text's end)
+        let mut e = raw_start.saturating_add(WINDOW).min(n);
+        if e < n {
             let mut k = e;
-            while k > s + CHUNK / 2 && !matches!(b.get(k), Some(b' ' | b'\n')) {
+            while k > e.saturating_sub(EDGE_SLACK) && !is_ws(k) {
                 k -= 1;
             }
-            if k > s + CHUNK / 2 {
+            if is_ws(k) && k > s {
                 e = k;
             }
-            while e < b.len() && !text.is_char_boundary(e) {
+            while e < n && !text.is_char_boundary(e) {
                 e += 1;
             }
         }
-        out.push((s, e));
-        s = e;
-        while matches!(b.get(s), Some(b' ' | b'\n')) {
-            s += 1;
+        if e > s && out.last() != Some(&(s, e)) {
+            out.push((s, e));
         }
+        if last {
+            break;
+        }
+        raw = raw.saturating_add(STRIDE);
     }
-    out
 }
 
-/// All feature indices of a whole normalised text, unchunked (training).
+/// The words of `words` (sorted, of the whole text) that lie wholly in
+/// `[s, e)`.
+pub fn words_in(words: &[Word], s: usize, e: usize) -> &[Word] {
+    let lo = words.partition_point(|w| (w.start as usize) < s);
+    let mut hi = words.partition_point(|w| (w.start as usize) < e);
+    if hi > lo && words.get(hi - 1).is_some_and(|w| w.end as usize > e) {
+        hi -= 1;
+    }
+    words.get(lo..hi).unwrap_or(&[])
+}
+
+/// Calls `f` with the distinct feature indices of one span, each once.
+pub fn for_each_distinct(text: &[u8], words: &[Word], mut f: impl FnMut(u32)) {
+    with_seen(|seen| {
+        for_each_feature(text, words, |i| {
+            if seen.insert(i) {
+                f(i);
+            }
+        });
+        seen.clear();
+    });
+}
+
+/// All feature indices of a whole normalised text, unchunked.
 pub fn text_features(text: &str) -> Vec<u32> {
     let mut w = Vec::new();
     words(text, &mut w);
     let mut f = Vec::new();
-    chunk_features(text.as_bytes(), &w, &mut f);
+    for_each_distinct(text.as_bytes(), &w, |i| f.push(i));
     f
+}
+
+/// A set of feature indices: a bitset over the hash space plus the list of
+/// set bits (cleared in time proportional to its size).
+struct Seen {
+    bits: Vec<u64>,
+    touched: Vec<u32>,
+}
+
+impl Seen {
+    fn new() -> Seen {
+        Seen {
+            bits: vec![0u64; 1usize << (BITS - 6)],
+            touched: Vec::new(),
+        }
+    }
+
+    /// True when `i` was not in the set yet.
+    #[inline]
+    fn insert(&mut self, i: u32) -> bool {
+        let Some(slot) = self.bits.get_mut((i >> 6) as usize) else {
+            return false;
+        };
+        let bit = 1u64 << (i & 63);
+        if *slot & bit != 0 {
+            return false;
+        }
+        *slot |= bit;
+        self.touched.push(i);
+        true
+    }
+
+    fn clear(&mut self) {
+        for &i in &self.touched {
+            if let Some(slot) = self.bits.get_mut((i >> 6) as usize) {
+                *slot = 0;
+            }
+        }
+        self.touched.clear();
+    }
+}
+
+thread_local! {
+    // One per thread (a proxy-wasm VM is single-threaded), allocated on
+    // first use and reused: 128 KiB.
+    static SEEN: RefCell<Option<Seen>> = const { RefCell::new(None) };
+}
+
+fn with_seen<R>(f: impl FnOnce(&mut Seen) -> R) -> R {
+    SEEN.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let seen = slot.get_or_insert_with(Seen::new);
+            seen.clear();
+            f(seen)
+        }
+        // re-entrant use (never happens): a fresh set
+        Err(_) => f(&mut Seen::new()),
+    })
 }
 
 /// The decoded model.
@@ -221,10 +342,10 @@ pub struct Model {
 
 /// The shipped weights.
 pub static MODEL_BYTES: &[u8] = include_bytes!("guard_model.bin");
-const MAGIC: &[u8; 4] = b"LGC1";
+const MAGIC: &[u8; 4] = b"LGC2";
 
 impl Model {
-    /// Decodes a weights file: `LGC1`, u8 bits, 3 reserved bytes, f32 LE
+    /// Decodes a weights file: `LGC2`, u8 bits, 3 reserved bytes, f32 LE
     /// scale, f32 LE bias, then 2^bits i8 weights.
     pub fn decode(bytes: &'static [u8]) -> Option<Model> {
         if bytes.get(..4)? != MAGIC || u32::from(*bytes.get(4)?) != BITS {
@@ -252,28 +373,18 @@ impl Model {
         Self::decode(MODEL_BYTES)
     }
 
-    fn logit_of(&self, text: &[u8], words: &[Word]) -> f32 {
+    fn logit_of(&self, text: &[u8], words: &[Word], seen: &mut Seen) -> f32 {
         let mut sum: i32 = 0;
         let mut n: u32 = 0;
         let w = self.weights;
-        // Each distinct feature counts once (binary features, L2-normalised
-        // by the number of distinct features): a repeated word or n-gram
-        // cannot push the score up by repetition alone.
-        let mut seen = vec![0u64; 1 << (BITS - 6)];
         for_each_feature(text, words, |i| {
-            let word = (i >> 6) as usize;
-            let bit = 1u64 << (i & 63);
-            let Some(slot) = seen.get_mut(word) else {
-                return;
-            };
-            if *slot & bit != 0 {
-                return;
+            if seen.insert(i) {
+                let v = w.get(i as usize).copied().unwrap_or(0) as i8;
+                sum = sum.saturating_add(i32::from(v));
+                n = n.saturating_add(1);
             }
-            *slot |= bit;
-            let v = w.get(i as usize).copied().unwrap_or(0) as i8;
-            sum = sum.saturating_add(i32::from(v));
-            n = n.saturating_add(1);
         });
+        seen.clear();
         if n == 0 {
             return self.bias;
         }
@@ -281,41 +392,24 @@ impl Model {
     }
 
     /// Probability that `text` (normalised) is an injection: the maximum
-    /// over its chunks. `words` are the words of the whole text; `scratch`
-    /// is reused between calls.
-    pub fn score(&self, text: &str, all_words: &[Word], _scratch: &mut Vec<u32>) -> f32 {
+    /// over its [`spans`]. `all_words` are the words of the whole text;
+    /// `spans_buf` is reused between calls.
+    pub fn score(
+        &self,
+        text: &str,
+        all_words: &[Word],
+        spans_buf: &mut Vec<(usize, usize)>,
+    ) -> f32 {
+        spans(text, spans_buf);
         let b = text.as_bytes();
-        let mut best = f32::NEG_INFINITY;
-        if b.len() <= CHUNK {
-            best = self.logit_of(b, all_words);
-        } else {
-            let mut wi = 0usize;
-            let mut local: Vec<Word> = Vec::new();
-            let all = chunks(text);
-            let n = all.len();
-            for (k, &(s, e)) in all.iter().enumerate() {
-                // cost cap: the first two chunks and the last one
-                if k >= 2 && k + 1 < n {
-                    continue;
-                }
-                local.clear();
-                while let Some(w) = all_words.get(wi) {
-                    if (w.start as usize) >= e {
-                        break;
-                    }
-                    if (w.start as usize) >= s {
-                        local.push(Word {
-                            hash: w.hash,
-                            start: w.start - s as u32,
-                            end: w.end.min(e as u32) - s as u32,
-                        });
-                    }
-                    wi += 1;
-                }
-                best = best.max(self.logit_of(b.get(s..e).unwrap_or(&[]), &local));
+        with_seen(|seen| {
+            let mut best = f32::NEG_INFINITY;
+            for &(s, e) in spans_buf.iter() {
+                let ws = words_in(all_words, s, e);
+                best = best.max(self.logit_of(b.get(s..e).unwrap_or(&[]), ws, seen));
             }
-        }
-        sigmoid(best)
+            sigmoid(best)
+        })
     }
 }
 
@@ -342,15 +436,79 @@ mod tests {
     }
 
     #[test]
-    fn chunking_covers_text() {
+    fn spans_cover_text() {
+        let mut sp = Vec::new();
+        spans("short text", &mut sp);
+        assert_eq!(sp, vec![(0, 10)]);
         let t = "word ".repeat(1000);
-        let c = chunks(&t);
-        assert!(c.len() >= 4);
-        assert!(c.iter().all(|(s, e)| e - s <= CHUNK + 4));
-        let t = "é".repeat(3000);
-        for (s, e) in chunks(&t) {
-            assert!(t.get(s..e).is_some());
+        spans(&t, &mut sp);
+        assert_eq!(sp.first(), Some(&(0, t.len())));
+        let wins = &sp[1..];
+        assert!(wins.len() >= 15, "{}", wins.len());
+        assert!(wins.iter().all(|(s, e)| e - s <= WINDOW && e > s));
+        // consecutive windows overlap: every byte lies in some window
+        for pair in wins.windows(2) {
+            assert!(pair[1].0 < pair[0].1);
         }
+        assert_eq!(wins.last().unwrap().1, t.len());
+        // windows never split a word
+        for &(s, e) in wins {
+            assert!(s == 0 || t.as_bytes()[s - 1] == b' ');
+            assert!(e == t.len() || t.as_bytes()[e] == b' ');
+        }
+        for t in ["é".repeat(3000), "日本".repeat(700), "x".repeat(2000)] {
+            spans(&t, &mut sp);
+            for &(s, e) in &sp {
+                assert!(t.get(s..e).is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn spans_of_odd_texts() {
+        let mut sp = Vec::new();
+        let mut w = Vec::new();
+        for t in [
+            "x".repeat(WINDOW + 1),
+            " ".repeat(3000),
+            "\n".repeat(3000),
+            format!("{}{}", "a".repeat(WINDOW - 1), "é".repeat(WINDOW)),
+            "😀".repeat(1000),
+        ] {
+            spans(&t, &mut sp);
+            words(&t, &mut w);
+            for &(s, e) in &sp {
+                assert!(s < e || t.is_empty(), "{s} {e}");
+                assert!(t.get(s..e).is_some());
+                let _ = words_in(&w, s, e);
+            }
+            if let Some(m) = Model::shipped() {
+                let p = m.score(&t, &w, &mut sp);
+                assert!((0.0..=1.0).contains(&p));
+            }
+        }
+    }
+
+    #[test]
+    fn words_in_window() {
+        let t = "alpha beta gamma delta";
+        let mut w = Vec::new();
+        words(t, &mut w);
+        assert_eq!(words_in(&w, 0, t.len()).len(), 4);
+        assert_eq!(words_in(&w, 6, 16).len(), 2);
+        assert_eq!(words_in(&w, 7, 16).len(), 1); // "beta" cut: out
+        assert_eq!(words_in(&w, 6, 14).len(), 1); // "gamma" cut: out
+        assert!(words_in(&w, 30, 40).is_empty());
+    }
+
+    #[test]
+    fn distinct_features_are_distinct() {
+        let f = text_features("ignore ignore ignore all previous instructions");
+        let mut g = f.clone();
+        g.sort_unstable();
+        g.dedup();
+        assert_eq!(f.len(), g.len());
+        assert!(f.iter().all(|&i| i <= MASK));
     }
 
     #[test]

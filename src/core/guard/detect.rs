@@ -555,6 +555,11 @@ fn scan(text: &str, out: &mut Vec<Match>) {
                     skip_to = e;
                     continue;
                 }
+                if matches!(c, b'+' | b'(') {
+                    // a number that is not valid as a whole is not searched
+                    // for a valid-looking part ("+44 20 232 62")
+                    skip_to = number_run_end(b, i);
+                }
             }
             i += 1;
             continue;
@@ -563,7 +568,12 @@ fn scan(text: &str, out: &mut Vec<Match>) {
         if i >= skip_to && (i == 0 || !is_word(at(b, i - 1))) {
             let found = match c {
                 b'0'..=b'9' => {
-                    number_at(b, i).or_else(|| if has_colon { maybe_ipv6(b, i) } else { None })
+                    let m =
+                        number_at(b, i).or_else(|| if has_colon { maybe_ipv6(b, i) } else { None });
+                    if m.is_none() {
+                        skip_to = number_run_end(b, i);
+                    }
+                    m
                 }
                 b'a'..=b'z' | b'A'..=b'Z' => {
                     let s = if SECRET_START.get(usize::from(c)).copied().unwrap_or(false) {
@@ -574,7 +584,14 @@ fn scan(text: &str, out: &mut Vec<Match>) {
                     if s.is_some() {
                         s
                     } else if at(b, i + 2).is_ascii_digit() && at(b, i + 3).is_ascii_digit() {
-                        iban_at(b, i).or_else(|| if has_colon { maybe_ipv6(b, i) } else { None })
+                        let m =
+                            iban_at(b, i)
+                                .or_else(|| if has_colon { maybe_ipv6(b, i) } else { None });
+                        if m.is_none() {
+                            // an invalid IBAN is not searched for a phone
+                            skip_to = iban_run_end(b, i);
+                        }
+                        m
                     } else if has_colon && c.is_ascii_hexdigit() {
                         maybe_ipv6(b, i)
                     } else {
@@ -595,6 +612,27 @@ fn scan(text: &str, out: &mut Vec<Match>) {
         let rest = b.get(i..).unwrap_or(&[]);
         i += rest.iter().position(|&d| !is_word(d)).unwrap_or(rest.len());
     }
+}
+
+/// End of the run of digits and number separators (space, `-`, `.`, `/`,
+/// parentheses, `+`) starting at `i`; a separator counts only when a digit
+/// or `(` follows it.
+fn number_run_end(b: &[u8], i: usize) -> usize {
+    let mut p = i;
+    loop {
+        let c = at(b, p);
+        let sep_then_digit = matches!(c, b' ' | b'-' | b'.' | b'/' | b'(' | b')')
+            && (at(b, p + 1).is_ascii_digit() || at(b, p + 1) == b'(');
+        if c.is_ascii_digit() || (c == b'+' && p == i) || sep_then_digit || c == b')' {
+            p += 1;
+        } else {
+            break;
+        }
+        if p >= b.len() {
+            break;
+        }
+    }
+    p
 }
 
 // --- email ------------------------------------------------------------------
@@ -833,7 +871,7 @@ fn number_at(b: &[u8], i: usize) -> Option<Match> {
     // not glued to a preceding '.', '-', digit-ish token (e.g. "v1.2.3")
     if i > 0 {
         let p = at(b, i - 1);
-        if p == b'.' || p == b'-' || p == b'/' || p == b'$' || p == b'#' {
+        if p == b'.' || p == b'-' || p == b'/' || p == b'$' || p == b'#' || p == b'+' {
             return None;
         }
     }
@@ -977,6 +1015,146 @@ fn ssn_ok(d: &[u8]) -> bool {
         && !(area == 78 && group == 5 && serial == 1120)
 }
 
+/// A phone context word within 40 bytes before or 12 bytes after the span.
+fn phone_context(b: &[u8], sp: &NumSpan) -> bool {
+    let before = sp.start.saturating_sub(40);
+    let after = sp.end.saturating_add(12).min(b.len());
+    context_has(b, before, sp.start, PHONE_CONTEXT)
+        || context_has(
+            b,
+            sp.end,
+            after,
+            &[b"office", b"fax", b"mobile", b"phone", b"cell", b"tel"],
+        )
+}
+
+/// North American Numbering Plan: `d` is area code + exchange + line (10
+/// digits). The area code is NXX (N = 2–9) and not an N11 service code;
+/// the exchange must be NXX too unless the number is marked as a phone
+/// (`marked`: a context word, a `+1`/`1-` prefix or an extension).
+fn nanp_ok(d: &[u8], marked: bool) -> bool {
+    if d.len() != 10 {
+        return false;
+    }
+    let area = prefix_num(d, 3);
+    let exch = prefix_num(d.get(3..).unwrap_or(&[]), 3);
+    let nxx = |v: u32| v >= 200 && v % 100 != 11;
+    nxx(area) && (marked || nxx(exch))
+}
+
+/// International numbers (`+` and the country calling code): national
+/// significant number lengths per country calling code (ITU-T E.164
+/// assignments; common countries exact, other assigned codes 6–12 digits).
+/// Unassigned codes are not phone numbers.
+fn country_nsn(d: &[u8]) -> Option<(usize, usize, usize)> {
+    // (code, min, max)
+    const ONE: &[(u32, usize, usize)] = &[(1, 10, 10), (7, 10, 10)];
+    const TWO: &[(u32, usize, usize)] = &[
+        (20, 8, 10),
+        (27, 9, 9),
+        (30, 10, 10),
+        (31, 9, 9),
+        (32, 8, 9),
+        (33, 9, 9),
+        (34, 9, 9),
+        (36, 8, 9),
+        (39, 6, 11),
+        (40, 9, 9),
+        (41, 9, 9),
+        (43, 4, 13),
+        (44, 9, 10),
+        (45, 8, 8),
+        (46, 7, 13),
+        (47, 5, 8),
+        (48, 9, 9),
+        (49, 6, 13),
+        (51, 8, 9),
+        (52, 10, 10),
+        (53, 6, 8),
+        (54, 10, 11),
+        (55, 10, 11),
+        (56, 9, 9),
+        (57, 8, 10),
+        (58, 10, 10),
+        (60, 7, 10),
+        (61, 9, 9),
+        (62, 7, 12),
+        (63, 8, 10),
+        (64, 8, 10),
+        (65, 8, 8),
+        (66, 8, 9),
+        (81, 9, 10),
+        (82, 8, 11),
+        (84, 9, 10),
+        (86, 7, 12),
+        (90, 10, 10),
+        (91, 10, 10),
+        (92, 9, 10),
+        (93, 9, 9),
+        (94, 9, 9),
+        (95, 7, 10),
+        (98, 10, 10),
+    ];
+    const THREE: &[(u32, usize, usize)] = &[
+        (351, 9, 9),
+        (352, 4, 11),
+        (353, 7, 9),
+        (354, 7, 9),
+        (355, 8, 9),
+        (356, 8, 8),
+        (357, 8, 8),
+        (358, 5, 12),
+        (359, 7, 9),
+        (370, 8, 8),
+        (371, 8, 8),
+        (372, 7, 8),
+        (380, 9, 9),
+        (381, 8, 9),
+        (385, 8, 9),
+        (386, 8, 8),
+        (420, 9, 9),
+        (421, 9, 9),
+        (852, 8, 8),
+        (886, 8, 9),
+        (966, 9, 9),
+        (971, 8, 9),
+        (972, 8, 9),
+    ];
+    let c1 = prefix_num(d, 1);
+    let c2 = prefix_num(d, 2);
+    let c3 = prefix_num(d, 3);
+    if let Some(&(_, lo, hi)) = ONE.iter().find(|(c, _, _)| *c == c1) {
+        return Some((1, lo, hi));
+    }
+    if let Some(&(_, lo, hi)) = TWO.iter().find(|(c, _, _)| *c == c2) {
+        return Some((2, lo, hi));
+    }
+    if let Some(&(_, lo, hi)) = THREE.iter().find(|(c, _, _)| *c == c3) {
+        return Some((3, lo, hi));
+    }
+    // other assigned 3-digit codes (zones 2, 3, 4, 5, 6, 8, 9)
+    let assigned = matches!(c3,
+        211..=213 | 216 | 218 | 220..=258 | 260..=269 | 290 | 291 | 297..=299
+        | 350 | 373..=378 | 382 | 383 | 387 | 389 | 423 | 500..=509 | 590..=599
+        | 670 | 672..=692 | 800 | 808 | 850 | 853 | 855 | 856 | 870 | 878 | 880..=883
+        | 888 | 960..=965 | 967 | 968 | 970 | 973..=977 | 979 | 992..=996 | 998);
+    assigned.then_some((3, 6, 12))
+}
+
+fn intl_ok(d: &[u8], marked: bool) -> bool {
+    let Some((cl, lo, hi)) = country_nsn(d) else {
+        return false;
+    };
+    let nsn = d.get(cl..).unwrap_or(&[]);
+    if cl == 1 && prefix_num(d, 1) == 1 {
+        return nanp_ok(nsn, marked);
+    }
+    let len = nsn.len();
+    // "+44 (0)20 …": a trunk 0 written after the country code
+    let len_ok = |l: usize| (lo..=hi).contains(&l);
+    len_ok(len) || (nsn.first() == Some(&b'0') && len_ok(len.saturating_sub(1)))
+}
+
 fn phone_ok(b: &[u8], sp: &NumSpan) -> bool {
     let nd = sp.ndigits;
     if !(7..=15).contains(&nd) {
@@ -990,34 +1168,34 @@ fn phone_ok(b: &[u8], sp: &NumSpan) -> bool {
     if !sp.plus && looks_like_date(sp) {
         return false;
     }
+    let d = sp.digits();
     if sp.plus {
-        return (8..=15).contains(&nd);
+        return intl_ok(d, true);
     }
     if shape == [3, 2, 4] {
         return false; // SSN-shaped
     }
     // NANP
-    if shape == [3, 3, 4] || (shape == [1, 3, 3, 4] && sp.first_digit() == b'1') {
-        return true;
+    if shape == [3, 3, 4] {
+        // "030 123 4567": trunk-prefixed, space-grouped (not NANP style)
+        if sp.first_digit() == b'0' && !sp.paren && sp.uniform_sep(b" ") {
+            return true;
+        }
+        return nanp_ok(d, sp.ext || phone_context(b, sp));
     }
-    if shape == [3, 3, 3, 4] && sp.digits().starts_with(b"00") {
-        return true;
+    if shape == [1, 3, 3, 4] && sp.first_digit() == b'1' {
+        return nanp_ok(d.get(1..).unwrap_or(&[]), true);
+    }
+    // international prefix 00 / 011
+    if shape == [3, 3, 3, 4] && d.starts_with(b"00") {
+        return intl_ok(d.get(2..).unwrap_or(&[]), true);
     }
     // European trunk-prefixed, grouped
     if sp.first_digit() == b'0' && (9..=12).contains(&nd) && sp.ngroups >= 2 {
         return true;
     }
     // anything else: needs a context word nearby
-    let before = sp.start.saturating_sub(40);
-    let after = (sp.end + 12).min(b.len());
-    let ctx = context_has(b, before, sp.start, PHONE_CONTEXT)
-        || context_has(
-            b,
-            sp.end,
-            after,
-            &[b"office", b"fax", b"mobile", b"phone", b"cell", b"tel"],
-        );
-    if !ctx {
+    if !phone_context(b, sp) {
         return false;
     }
     sp.ngroups >= 2 || (9..=12).contains(&nd)
@@ -1047,11 +1225,14 @@ fn iban_at(b: &[u8], i: usize) -> Option<Match> {
     if c0.is_ascii_uppercase() != c1.is_ascii_uppercase() {
         return None;
     }
-    // collect alnum, allowing single spaces between groups
+    // collect alnum, allowing single spaces between groups; each space is
+    // a place where the IBAN may also end ("… 9420 passed")
     let mut buf = [0u8; 34];
     let mut n = 0usize;
     let mut p = i;
     let mut end = i;
+    let mut cuts: [(usize, usize); 9] = [(0, 0); 9];
+    let mut ncuts = 0usize;
     while n < 34 {
         let c = at(b, p);
         if c.is_ascii_alphanumeric() {
@@ -1063,29 +1244,146 @@ fn iban_at(b: &[u8], i: usize) -> Option<Match> {
             end = p;
         } else if c == b' ' && at(b, p + 1).is_ascii_alphanumeric() && n >= 4 && n.is_multiple_of(4)
         {
+            if let Some(slot) = cuts.get_mut(ncuts) {
+                *slot = (n, end);
+                ncuts += 1;
+            }
             p += 1;
         } else {
             break;
         }
     }
-    if is_word(at(b, end)) {
-        // longer than 34 or glued: try without trailing group would be
-        // guessing; reject.
-        return None;
-    }
-    if !(15..=34).contains(&n) {
-        return None;
-    }
-    let s = buf.get(..n)?;
-    // BBAN must contain digits and only uppercase/digits
-    if !iban_mod97(s) {
-        return None;
-    }
+    // the whole run first, then each group boundary from the last
+    let whole = (!is_word(at(b, end))).then_some((n, end));
+    let valid = |(n, _): (usize, usize)| -> bool {
+        let Some(s) = buf.get(..n) else {
+            return false;
+        };
+        // the country's IBAN length (SWIFT IBAN registry), then mod 97
+        (15..=34).contains(&n) && s.get(..2).and_then(iban_length) == Some(n) && iban_mod97(s)
+    };
+    let (_, end) = whole
+        .into_iter()
+        .chain(cuts.get(..ncuts).unwrap_or(&[]).iter().rev().copied())
+        .find(|c| valid(*c))?;
     Some(Match {
         entity: Entity::Iban,
         start: i,
         end,
     })
+}
+
+/// End of an IBAN-shaped run at `i`: alphanumerics, and single spaces
+/// followed by a digit.
+fn iban_run_end(b: &[u8], i: usize) -> usize {
+    let mut p = i;
+    while p < b.len() {
+        let c = at(b, p);
+        if c.is_ascii_alphanumeric() || (c == b' ' && at(b, p + 1).is_ascii_digit()) {
+            p += 1;
+        } else {
+            break;
+        }
+    }
+    p
+}
+
+/// IBAN length per country code (SWIFT IBAN registry).
+fn iban_length(cc: &[u8]) -> Option<usize> {
+    const T: &[(&[u8; 2], u8)] = &[
+        (b"AD", 24),
+        (b"AE", 23),
+        (b"AL", 28),
+        (b"AT", 20),
+        (b"AZ", 28),
+        (b"BA", 20),
+        (b"BE", 16),
+        (b"BG", 22),
+        (b"BH", 22),
+        (b"BI", 27),
+        (b"BR", 29),
+        (b"BY", 28),
+        (b"CH", 21),
+        (b"CR", 22),
+        (b"CY", 28),
+        (b"CZ", 24),
+        (b"DE", 22),
+        (b"DJ", 27),
+        (b"DK", 18),
+        (b"DO", 28),
+        (b"EE", 20),
+        (b"EG", 29),
+        (b"ES", 24),
+        (b"FI", 18),
+        (b"FK", 18),
+        (b"FO", 18),
+        (b"FR", 27),
+        (b"GB", 22),
+        (b"GE", 22),
+        (b"GI", 23),
+        (b"GL", 18),
+        (b"GR", 27),
+        (b"GT", 28),
+        (b"HN", 28),
+        (b"HR", 21),
+        (b"HU", 28),
+        (b"IE", 22),
+        (b"IL", 23),
+        (b"IQ", 23),
+        (b"IS", 26),
+        (b"IT", 27),
+        (b"JO", 30),
+        (b"KW", 30),
+        (b"KZ", 20),
+        (b"LB", 28),
+        (b"LC", 32),
+        (b"LI", 21),
+        (b"LT", 20),
+        (b"LU", 20),
+        (b"LV", 21),
+        (b"LY", 25),
+        (b"MC", 27),
+        (b"MD", 24),
+        (b"ME", 22),
+        (b"MK", 19),
+        (b"MN", 20),
+        (b"MR", 27),
+        (b"MT", 31),
+        (b"MU", 30),
+        (b"NI", 28),
+        (b"NL", 18),
+        (b"NO", 15),
+        (b"OM", 23),
+        (b"PK", 24),
+        (b"PL", 28),
+        (b"PS", 29),
+        (b"PT", 25),
+        (b"QA", 29),
+        (b"RO", 24),
+        (b"RS", 22),
+        (b"RU", 33),
+        (b"SA", 24),
+        (b"SC", 31),
+        (b"SD", 18),
+        (b"SE", 24),
+        (b"SI", 19),
+        (b"SK", 24),
+        (b"SM", 27),
+        (b"SO", 23),
+        (b"ST", 25),
+        (b"SV", 28),
+        (b"TL", 23),
+        (b"TN", 24),
+        (b"TR", 26),
+        (b"UA", 29),
+        (b"VA", 22),
+        (b"VG", 24),
+        (b"XK", 20),
+        (b"YE", 30),
+    ];
+    T.iter()
+        .find(|(c, _)| c.as_slice() == cc)
+        .map(|(_, n)| usize::from(*n))
 }
 
 fn iban_mod97(s: &[u8]) -> bool {

@@ -15,6 +15,12 @@
 //! turns are not scanned. Text found in tool results is attributed to the
 //! `tool_output_injection` category whatever rule matched.
 //!
+//! Each text is scored as written and through its de-obfuscation views
+//! (base64 runs decoded, letter-spacing joined, leetspeak folded; see
+//! [`normalise`]), keeping the per-category maximum; the classifier scores
+//! the whole text and its overlapping windows ([`classifier::spans`]).
+//! Obfuscation alone is only the `obfuscation` hint.
+//!
 //! Configuration (every field optional; unknown fields are rejected):
 //!
 //! ```json
@@ -43,7 +49,7 @@ pub mod injection;
 pub mod normalise;
 
 use crate::core::api::Api;
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -115,8 +121,11 @@ pub struct CategoryActions {
     /// Anything detected inside tool results, plus indirect-injection
     /// phrasing ("note to the AI", "do not tell the user", exfiltration).
     pub tool_output_injection: CategoryAction,
-    /// Instructions hidden in base64, invisible characters inside words,
-    /// mixed-script look-alike letters, "decode this and follow it".
+    /// A hint, not a verdict: invisible characters inside words,
+    /// mixed-script look-alike letters, "decode this and follow it", or a
+    /// de-obfuscated view (base64 decoded, letter-spacing joined, leetspeak
+    /// folded) that scores higher than the text as written. The views
+    /// themselves are scored in the injection categories like plain text.
     pub obfuscation: CategoryAction,
     /// The learned classifier's score.
     pub classifier: CategoryAction,
@@ -333,8 +342,10 @@ pub enum Origin {
 struct Scratch {
     norm: String,
     decoded: String,
+    view1: String,
+    view2: String,
     words: Vec<Word>,
-    feats: Vec<u32>,
+    spans: Vec<(usize, usize)>,
     matches: Vec<Match>,
 }
 
@@ -380,68 +391,109 @@ impl Guard {
         self.score_with(text, origin, &mut s)
     }
 
-    fn score_with(&self, text: &str, origin: Origin, s: &mut Scratch) -> TextScores {
+    /// Rules and classifier on one view of a text (the text itself or a
+    /// de-obfuscated view), into `sc`.
+    /// `classify` false: rules only (the text is mostly letter-spaced: its
+    /// joined view is what the classifier reads).
+    fn score_view(
+        &self,
+        text: &str,
+        sc: &mut Scores,
+        s: &mut Scratch,
+        classify: bool,
+    ) -> normalise::NormStats {
         const MIN_CLASSIFIER_WORDS: usize = 3;
-        let mut sc: Scores = [0.0; CATEGORY_COUNT];
-        if text.is_empty() {
-            return TextScores { scores: sc };
-        }
         let st = normalise::normalise_into(text, &mut s.norm);
         classifier::words(&s.norm, &mut s.words);
-        self.rules.scan(&s.norm, &s.words, &mut sc);
+        self.rules.scan(&s.norm, &s.words, sc);
         // The classifier has no reliable signal in one or two words (a
         // greeting scores like the password-game attacks that start with
         // one): those texts are left to the rules.
         if let Some(m) = self
             .model
             .as_ref()
-            .filter(|_| s.words.len() >= MIN_CLASSIFIER_WORDS)
+            .filter(|_| classify && s.words.len() >= MIN_CLASSIFIER_WORDS)
         {
-            let p = m.score(&s.norm, &s.words, &mut s.feats);
+            let p = m.score(&s.norm, &s.words, &mut s.spans);
             if let Some(x) = sc.get_mut(Category::Classifier.index()) {
                 *x = p;
             }
         }
-        // Two independent weak signals (a weak rule and a middling
-        // classifier score) add up in the classifier category.
+        // Two independent weak signals (a weak injection rule and a middling
+        // classifier score) add up in the classifier category. An
+        // obfuscation marker is a hint, not injection evidence: it does not
+        // add up ("say it in reverse order").
         let p = sc.get(Category::Classifier.index()).copied().unwrap_or(0.0);
-        let rule_max = sc
+        let rule_max = Category::ALL
             .iter()
-            .take(Category::Classifier.index())
-            .copied()
+            .filter(|c| !matches!(c, Category::Classifier | Category::Obfuscation))
+            .filter_map(|c| sc.get(c.index()).copied())
             .fold(0.0, f32::max);
         if p >= COMBINE_MIN && rule_max >= COMBINE_MIN {
             if let Some(x) = sc.get_mut(Category::Classifier.index()) {
                 *x = 1.0 - (1.0 - p) * (1.0 - rule_max);
             }
         }
+        st
+    }
+
+    /// Scores a de-obfuscated view like plain text and merges it into `sc`
+    /// (per category maximum); the view's strength is also a hint in the
+    /// `obfuscation` category when it scores above the plain text.
+    fn merge_view(&self, view: &str, sc: &mut Scores, s: &mut Scratch) {
+        let mut inner: Scores = [0.0; CATEGORY_COUNT];
+        self.score_view(view, &mut inner, s, true);
+        let plain = sc.iter().copied().fold(0.0, f32::max);
+        let best = inner.iter().copied().fold(0.0, f32::max);
+        for (m, v) in sc.iter_mut().zip(inner.iter()) {
+            *m = m.max(*v);
+        }
+        if best > plain {
+            injection::add_evidence(sc, Category::Obfuscation, best);
+        }
+    }
+
+    fn score_with(&self, text: &str, origin: Origin, s: &mut Scratch) -> TextScores {
+        let mut sc: Scores = [0.0; CATEGORY_COUNT];
+        if text.is_empty() {
+            return TextScores { scores: sc };
+        }
+        let mut joined = std::mem::take(&mut s.view1);
+        let n_joined = normalise::letter_spaced_view(text, &mut joined) as usize;
+        // one-letter tokens are out of the classifier's distribution: a text
+        // that is mostly letter-spaced is classified through its joined view
+        let mostly_spaced = n_joined > 0
+            && n_joined.saturating_mul(2) >= text.chars().filter(|c| c.is_alphanumeric()).count();
+        let st = self.score_view(text, &mut sc, s, !mostly_spaced);
+        // Obfuscation alone is a hint (category `obfuscation`, flagged by
+        // default), never an injection verdict.
         if st.invisible_in_words >= 3 {
             injection::add_evidence(&mut sc, Category::Obfuscation, 0.6);
         }
         if st.homoglyphs >= 2 {
             injection::add_evidence(&mut sc, Category::Obfuscation, 0.6);
         }
-        // look through long base64 runs
+        // De-obfuscation views, scored like plain text: long base64 runs
+        // decoded; letter-spaced text joined and leetspeak folded.
         if has_long_b64_run(text) {
-            s.decoded.clear();
-            if normalise::decode_base64_runs(text, &mut s.decoded, 64 * 1024) > 0 {
-                let decoded = std::mem::take(&mut s.decoded);
-                normalise::normalise_into(&decoded, &mut s.norm);
-                classifier::words(&s.norm, &mut s.words);
-                let mut inner: Scores = [0.0; CATEGORY_COUNT];
-                self.rules.scan(&s.norm, &s.words, &mut inner);
-                if let Some(m) = &self.model {
-                    if let Some(x) = inner.get_mut(Category::Classifier.index()) {
-                        *x = m.score(&s.norm, &s.words, &mut s.feats);
-                    }
-                }
-                let best = inner.iter().copied().fold(0.0, f32::max);
-                if best > 0.0 {
-                    injection::add_evidence(&mut sc, Category::Obfuscation, best);
-                }
-                s.decoded = decoded;
+            let mut decoded = std::mem::take(&mut s.decoded);
+            decoded.clear();
+            if normalise::decode_base64_runs(text, &mut decoded, 64 * 1024) > 0 {
+                self.merge_view(&decoded, &mut sc, s);
             }
+            s.decoded = decoded;
         }
+        let mut folded = std::mem::take(&mut s.view2);
+        let is_joined = n_joined > 0;
+        let base = if is_joined { joined.as_str() } else { text };
+        let is_folded = normalise::leet_view(base, &mut folded) > 0;
+        if is_folded {
+            self.merge_view(&folded, &mut sc, s);
+        } else if is_joined {
+            self.merge_view(&joined, &mut sc, s);
+        }
+        s.view1 = joined;
+        s.view2 = folded;
         if self.rules.has_allow_rules() {
             normalise::normalise_into(text, &mut s.norm);
             if self.rules.allowed(&s.norm) {
@@ -449,10 +501,23 @@ impl Guard {
             }
         }
         if origin == Origin::Tool {
-            let best = sc.iter().copied().fold(0.0, f32::max);
+            // everything found in a tool result is tool-output injection;
+            // the obfuscation hint stays a hint
+            let obf = sc
+                .get(Category::Obfuscation.index())
+                .copied()
+                .unwrap_or(0.0);
+            let best = Category::ALL
+                .iter()
+                .filter(|c| **c != Category::Obfuscation)
+                .filter_map(|c| sc.get(c.index()).copied())
+                .fold(0.0, f32::max);
             sc = [0.0; CATEGORY_COUNT];
             if let Some(x) = sc.get_mut(Category::ToolOutputInjection.index()) {
                 *x = best;
+            }
+            if let Some(x) = sc.get_mut(Category::Obfuscation.index()) {
+                *x = obf;
             }
         }
         TextScores { scores: sc }
@@ -513,7 +578,10 @@ impl Guard {
                 .unwrap_or(CategoryAction::Off)
             {
                 CategoryAction::Block => {
-                    if block_cat.is_none_or(|(_, b)| v > b) {
+                    // a rule's category names the block when a rule reaches
+                    // the threshold; `classifier` only when none does
+                    let rank = |c: Category, v: f32| (c != Category::Classifier, v);
+                    if block_cat.is_none_or(|(bc, b)| rank(c, v) > rank(bc, b)) {
                         block_cat = Some((c, v));
                     }
                 }

@@ -467,7 +467,62 @@ fn http_ok(port: u16, path: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A Redis server and the webdis in front of it (logs and webdis
+/// configuration in the stack's directory, named after `name` and `webdis`).
+struct RedisSpec<'a> {
+    name: &'static str,
+    webdis: &'static str,
+    server: &'a Path,
+    port: u16,
+    webdis_port: u16,
+    /// Redis's working directory.
+    data_dir: &'a Path,
+    /// Commands webdis's ACL refuses.
+    deny: &'a [&'a str],
+}
+
 impl Stack {
+    /// Starts Redis, waits for it, then starts webdis (not waited for).
+    fn start_redis_webdis(&mut self, r: RedisSpec<'_>, detached: bool) -> Result<(), String> {
+        let dir = self.dir.clone();
+        self.procs.push(spawn(
+            r.name,
+            Command::new(r.server)
+                .args(["--port", &r.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(r.data_dir),
+            &dir.join(format!("{}.log", r.name)),
+            detached,
+        )?);
+        let conf_path = dir.join(format!("{}.json", r.webdis));
+        let mut conf = serde_json::json!({
+            "redis_host": "127.0.0.1",
+            "redis_port": r.port,
+            "http_host": "127.0.0.1",
+            "http_port": r.webdis_port,
+            "threads": 2,
+            "pool_size": 8,
+            "daemonize": false,
+            "database": 0,
+            "websockets": false,
+            "verbosity": 3,
+            "logfile": dir.join(format!("{}.log", r.webdis)).display().to_string(),
+        });
+        if !r.deny.is_empty() {
+            conf["acl"] = serde_json::json!([{ "disabled": r.deny }]);
+        }
+        fs::write(&conf_path, conf.to_string()).map_err(|e| e.to_string())?;
+        wait_until(r.name, Duration::from_secs(10), || redis_ping(r.port))?;
+        self.procs.push(spawn(
+            r.webdis,
+            Command::new("webdis").arg(&conf_path),
+            &dir.join(format!("{}.stdout.log", r.webdis)),
+            detached,
+        )?);
+        Ok(())
+    }
+
     /// Starts a full stack; panics with the reason (tests) if it cannot.
     pub fn start(opts: Options) -> Stack {
         match Self::try_start(opts) {
@@ -513,38 +568,18 @@ impl Stack {
             detached: false,
         };
         if opts.start_redis {
-            stack.procs.push(spawn(
-                "redis",
-                Command::new("redis-server")
-                    .args(["--port", &p.redis.to_string(), "--bind", "127.0.0.1"])
-                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                    .arg("--dir")
-                    .arg(&dir),
-                &dir.join("redis.log"),
+            stack.start_redis_webdis(
+                RedisSpec {
+                    name: "redis",
+                    webdis: "webdis",
+                    server: Path::new("redis-server"),
+                    port: p.redis,
+                    webdis_port: p.webdis,
+                    data_dir: &dir,
+                    deny: &[],
+                },
                 detached,
-            )?);
-            let webdis_conf = dir.join("webdis.json");
-            let conf = serde_json::json!({
-                "redis_host": "127.0.0.1",
-                "redis_port": p.redis,
-                "http_host": "127.0.0.1",
-                "http_port": p.webdis,
-                "threads": 2,
-                "pool_size": 8,
-                "daemonize": false,
-                "database": 0,
-                "websockets": false,
-                "verbosity": 3,
-                "logfile": dir.join("webdis.log").display().to_string(),
-            });
-            fs::write(&webdis_conf, conf.to_string()).map_err(|e| e.to_string())?;
-            wait_until("redis", Duration::from_secs(10), || redis_ping(p.redis))?;
-            stack.procs.push(spawn(
-                "webdis",
-                Command::new("webdis").arg(&webdis_conf),
-                &dir.join("webdis.stdout.log"),
-                detached,
-            )?);
+            )?;
         }
         if opts.vectors {
             let bin = redis8_bin().ok_or_else(|| {
@@ -553,39 +588,20 @@ impl Stack {
             })?;
             let vdir = dir.join("redis8");
             let _ = fs::create_dir_all(&vdir);
-            stack.procs.push(spawn(
-                "redis8",
-                Command::new(bin)
-                    .args(["--port", &p.vredis.to_string(), "--bind", "127.0.0.1"])
-                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                    .arg("--dir")
-                    .arg(&vdir),
-                &dir.join("redis8.log"),
+            stack.start_redis_webdis(
+                RedisSpec {
+                    name: "redis8",
+                    webdis: "webdis-vectors",
+                    server: &bin,
+                    port: p.vredis,
+                    webdis_port: p.vwebdis,
+                    data_dir: &vdir,
+                    deny: &[
+                        "FLUSHALL", "FLUSHDB", "KEYS", "SCAN", "CONFIG", "DEBUG", "SHUTDOWN",
+                    ],
+                },
                 detached,
-            )?);
-            let conf_path = dir.join("webdis-vectors.json");
-            let conf = serde_json::json!({
-                "redis_host": "127.0.0.1",
-                "redis_port": p.vredis,
-                "http_host": "127.0.0.1",
-                "http_port": p.vwebdis,
-                "threads": 2,
-                "pool_size": 8,
-                "daemonize": false,
-                "database": 0,
-                "websockets": false,
-                "verbosity": 3,
-                "logfile": dir.join("webdis-vectors.log").display().to_string(),
-                "acl": [{"disabled": ["FLUSHALL", "FLUSHDB", "KEYS", "SCAN", "CONFIG", "DEBUG", "SHUTDOWN"]}],
-            });
-            fs::write(&conf_path, conf.to_string()).map_err(|e| e.to_string())?;
-            wait_until("redis8", Duration::from_secs(10), || redis_ping(p.vredis))?;
-            stack.procs.push(spawn(
-                "webdis-vectors",
-                Command::new("webdis").arg(&conf_path),
-                &dir.join("webdis-vectors.stdout.log"),
-                detached,
-            )?);
+            )?;
             wait_until("webdis-vectors", Duration::from_secs(10), || {
                 http_ok(p.vwebdis, "/PING")
             })?;
@@ -906,28 +922,12 @@ fn read_resp(r: &mut impl std::io::BufRead) -> Option<Resp> {
 impl Stack {
     /// Sends one command to this stack's Redis.
     pub fn redis(&self, args: &[&str]) -> Resp {
-        let mut s = TcpStream::connect(("127.0.0.1", self.ports.redis)).expect("redis connect");
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut cmd = format!("*{}\r\n", args.len());
-        for a in args {
-            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(cmd.as_bytes()).expect("redis write");
-        let mut r = std::io::BufReader::new(s);
-        read_resp(&mut r).expect("redis reply")
+        redis_at(self.ports.redis, args)
     }
 
     /// Sends one command to this stack's Redis 8 (vector sets).
     pub fn redis8(&self, args: &[&str]) -> Resp {
-        let mut s = TcpStream::connect(("127.0.0.1", self.ports.vredis)).expect("redis8 connect");
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut cmd = format!("*{}\r\n", args.len());
-        for a in args {
-            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(cmd.as_bytes()).expect("redis8 write");
-        let mut r = std::io::BufReader::new(s);
-        read_resp(&mut r).expect("redis8 reply")
+        redis_at(self.ports.vredis, args)
     }
 
     /// Waits until Redis holds at least `n` keys matching `pattern`.
@@ -941,6 +941,39 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A loopback port whose listener accepts connections and never answers
+/// (a hanging dependency, to test timeouts); it lives as long as the
+/// process.
+pub fn black_hole() -> u16 {
+    use std::io::Read;
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a black hole");
+    let port = hole.local_addr().map(|a| a.port()).unwrap_or(0);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut c in hole.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.set_read_timeout(Some(Duration::from_millis(10)));
+            let _ = c.read(&mut buf);
+            held.push(c);
+        }
+    });
+    port
+}
+
+/// Sends one command to the Redis on `port`; panics (tests) when it does
+/// not answer.
+fn redis_at(port: u16, args: &[&str]) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("redis connect");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(cmd.as_bytes()).expect("redis write");
+    let mut r = std::io::BufReader::new(s);
+    read_resp(&mut r).expect("redis reply")
 }
 
 /// The text a client reads from an SSE body: OpenAI `choices[0].delta.content`

@@ -4,8 +4,6 @@
 use llmgate::core::util::sha256_hex;
 use llmgate_integration::{config, Mock, Options, Request, Stack};
 use serde_json::json;
-use std::io::Read;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "llmgate:cache:";
@@ -261,17 +259,7 @@ fn webdis_down_fails_open() {
 #[test]
 fn a_hanging_webdis_costs_at_most_the_timeout() {
     // A listener that accepts and never answers.
-    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hole.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut c in hole.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = c.set_read_timeout(Some(Duration::from_millis(10)));
-            let _ = c.read(&mut buf);
-            held.push(c);
-        }
-    });
+    let port = llmgate_integration::black_hole();
     let mut opts = Options::new(&config(cache_config_l1(0)));
     opts.webdis_cluster_port = Some(port);
     let s = Stack::start(opts);

@@ -401,18 +401,7 @@ fn the_exact_cache_works_on_the_cluster_and_fails_open_with_a_shard_down() {
 /// mode decides (`local`: admitted from the local share; `closed`: 503).
 #[test]
 fn a_hanging_redis_never_holds_a_request_longer_than_the_callout_timeout() {
-    use std::io::Read;
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hole.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut c in hole.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = c.set_read_timeout(Some(Duration::from_millis(10)));
-            let _ = c.read(&mut buf);
-            held.push(c);
-        }
-    });
+    let port = llmgate_integration::black_hole();
     for (mode, expect) in [("local", 200u16), ("closed", 503u16)] {
         let cfg = config(json!({
             "keys": [{"id": "k", "sha256": sha256_hex(b"sk-fleet-hang"), "tenant": "t",

@@ -8,7 +8,6 @@
 use llmgate::core::util::sha256_hex;
 use llmgate_integration::{config, Mock, Options, Request, Stack};
 use serde_json::{json, Value};
-use std::io::Read;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -322,22 +321,6 @@ fn semantic_hits_replay_through_the_official_sdks() {
     );
 }
 
-/// A listener that accepts and never answers.
-fn black_hole() -> u16 {
-    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hole.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut c in hole.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = c.set_read_timeout(Some(Duration::from_millis(10)));
-            let _ = c.read(&mut buf);
-            held.push(c);
-        }
-    });
-    port
-}
-
 /// A port nobody listens on.
 fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -365,7 +348,7 @@ fn a_hanging_or_dead_embeddings_upstream_or_redis_8_is_a_miss_within_the_timeout
         600,
     ));
     opts.vectors = true;
-    opts.embeddings_cluster_port = Some(black_hole());
+    opts.embeddings_cluster_port = Some(llmgate_integration::black_hole());
     let s = Stack::start(opts);
     served_within(&s, "embeddings", 3, Duration::from_millis(1500));
     assert!(
@@ -381,7 +364,7 @@ fn a_hanging_or_dead_embeddings_upstream_or_redis_8_is_a_miss_within_the_timeout
     // Redis 8 (its webdis) hangs: at most the search timeout.
     let mut opts = Options::new(&sem_config(json!({"timeout_ms": 200}), 600));
     opts.vectors = true;
-    opts.vectors_cluster_port = Some(black_hole());
+    opts.vectors_cluster_port = Some(llmgate_integration::black_hole());
     let s = Stack::start(opts);
     served_within(&s, "redis", 3, Duration::from_millis(1500));
     assert!(

@@ -228,26 +228,8 @@ pub const MAX_L1_BYTES: u64 = 256 * 1024 * 1024;
 impl CacheConfig {
     /// Validates the section. Error fields are full paths (`cache.ttl_s`).
     pub fn compile(&self) -> Result<CompiledCache, ConfigError> {
-        if self.cluster.is_empty()
-            || self.cluster.len() > MAX_CLUSTER_LEN
-            || self.cluster.chars().any(|c| c.is_control() || c == ' ')
-        {
-            return Err(ConfigError::new(
-                "cache.cluster",
-                format!(
-                    "must be an Envoy cluster name (1-{MAX_CLUSTER_LEN} characters, no spaces)"
-                ),
-            ));
-        }
-        if self.prefix.is_empty()
-            || self.prefix.len() > MAX_PREFIX_LEN
-            || !self.prefix.bytes().all(is_key_byte)
-        {
-            return Err(ConfigError::new(
-                "cache.prefix",
-                format!("must be 1-{MAX_PREFIX_LEN} characters of A-Z a-z 0-9 : _ -"),
-            ));
-        }
+        check_cluster("cache.cluster", &self.cluster)?;
+        check_prefix("cache.prefix", &self.prefix)?;
         if self.ttl_s == 0 || self.ttl_s > MAX_TTL_S {
             return Err(ConfigError::new(
                 "cache.ttl_s",
@@ -289,6 +271,31 @@ impl CacheConfig {
             shared: self.shared,
         })
     }
+}
+
+/// An Envoy cluster name: 1-255 characters, no spaces or control characters.
+pub(crate) fn check_cluster(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > MAX_CLUSTER_LEN
+        || name.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(ConfigError::new(
+            field,
+            format!("must be an Envoy cluster name (1-{MAX_CLUSTER_LEN} characters, no spaces)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A Redis key prefix: 1-64 characters left as they are in a webdis path.
+pub(crate) fn check_prefix(field: &str, prefix: &str) -> Result<(), ConfigError> {
+    if prefix.is_empty() || prefix.len() > MAX_PREFIX_LEN || !prefix.bytes().all(is_key_byte) {
+        return Err(ConfigError::new(
+            field,
+            format!("must be 1-{MAX_PREFIX_LEN} characters of A-Z a-z 0-9 : _ -"),
+        ));
+    }
+    Ok(())
 }
 
 /// The validated cache configuration.

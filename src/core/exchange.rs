@@ -1869,8 +1869,14 @@ impl Exchange {
     }
 
     /// A semantic miss (with the failed dependency and reason, if any): the
-    /// request goes on.
+    /// paused request goes on.
     fn semantic_done(&mut self, api: Api, failure: Option<(&str, &str)>) {
+        self.semantic_miss(failure);
+        self.after_miss(api);
+    }
+
+    /// Records a semantic miss (and the failure behind it, if any).
+    fn semantic_miss(&mut self, failure: Option<(&str, &str)>) {
         if let Some((dependency, reason)) = failure {
             self.semantic_failure(dependency, reason);
         }
@@ -1878,7 +1884,6 @@ impl Exchange {
         self.sem.audit = Some(AUDIT_SEMANTIC_MISS);
         self.metrics
             .incr("llmgate.semantic_cache_total.outcome.miss", 1);
-        self.after_miss(api);
     }
 
     fn semantic_failure(&self, dependency: &str, reason: &str) {
@@ -1921,15 +1926,11 @@ impl Exchange {
         let Some(api) = self.api else {
             return Flow::Continue;
         };
+        self.semantic_miss(Some((dependency, "dispatch")));
         if in_callback {
-            self.semantic_done(api, Some((dependency, "dispatch")));
+            self.after_miss(api);
             return Flow::Pause;
         }
-        self.semantic_failure(dependency, "dispatch");
-        self.sem.step = SemStep::Done;
-        self.sem.audit = Some(AUDIT_SEMANTIC_MISS);
-        self.metrics
-            .incr("llmgate.semantic_cache_total.outcome.miss", 1);
         Flow::Continue
     }
 

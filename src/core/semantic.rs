@@ -158,6 +158,8 @@ pub struct CompiledSemantic {
     pub embed_base64: bool,
     /// `/EVAL/<search script>/1/` (percent-encoded once, at load).
     search_prefix: String,
+    /// `/<min score>/<candidates>.raw`: the search's last arguments.
+    search_suffix: String,
     /// `/EVAL/<store script>/3/`.
     store_prefix: String,
 }
@@ -171,31 +173,10 @@ impl Default for CompiledSemantic {
     }
 }
 
-fn check_cluster(field: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(ConfigError::new(
-            field,
-            "must be an Envoy cluster name (1-255 characters, no spaces)",
-        ));
-    }
-    Ok(())
-}
-
 impl SemanticConfig {
     pub fn compile(&self) -> Result<CompiledSemantic, ConfigError> {
-        check_cluster("cache.semantic.cluster", &self.cluster)?;
-        if self.prefix.is_empty()
-            || self.prefix.len() > 64
-            || !self
-                .prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
-        {
-            return Err(ConfigError::new(
-                "cache.semantic.prefix",
-                "must be 1-64 characters of A-Z a-z 0-9 : _ -",
-            ));
-        }
+        cache::check_cluster("cache.semantic.cluster", &self.cluster)?;
+        cache::check_prefix("cache.semantic.prefix", &self.prefix)?;
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
             return Err(ConfigError::new(
                 "cache.semantic.threshold",
@@ -241,7 +222,7 @@ impl SemanticConfig {
             ));
         }
         let e = &self.embeddings;
-        check_cluster("cache.semantic.embeddings.cluster", &e.cluster)?;
+        cache::check_cluster("cache.semantic.embeddings.cluster", &e.cluster)?;
         if let Some(a) = &e.authority {
             if a.is_empty() || a.len() > 255 || !a.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ConfigError::new(
@@ -303,6 +284,11 @@ impl SemanticConfig {
                 "/EVAL/{}/1/",
                 cache::encode_path_arg(SEARCH_SCRIPT.as_bytes())
             ),
+            search_suffix: format!(
+                "/{}/{}.raw",
+                cache::encode_path_arg(format!("{:.6}", (1.0 + self.threshold) / 2.0).as_bytes()),
+                self.candidates
+            ),
             store_prefix: format!(
                 "/EVAL/{}/3/",
                 cache::encode_path_arg(STORE_SCRIPT.as_bytes())
@@ -332,6 +318,7 @@ impl CompiledSemantic {
             embed_timeout_ms: DEFAULT_EMBED_TIMEOUT_MS,
             embed_base64: true,
             search_prefix: String::new(),
+            search_suffix: String::new(),
             store_prefix: String::new(),
         }
     }
@@ -523,11 +510,6 @@ impl CompiledSemantic {
     pub fn ttl_s(&self, cache: &CompiledCache) -> u64 {
         self.ttl_s.unwrap_or(cache.ttl_s)
     }
-
-    /// The VSIM score (`(1 + cosine) / 2`) that corresponds to `threshold`.
-    fn min_score(&self) -> f64 {
-        (1.0 + self.threshold) / 2.0
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -680,13 +662,14 @@ return c";
 
 /// The webdis `PUT` path and body of a search.
 pub fn search_request(sem: &CompiledSemantic, l: &Lookup, fp32: &[u8]) -> (String, Vec<u8>) {
+    // The minimum score is the VSIM score `(1 + cosine) / 2` of the
+    // threshold, fixed at load (`search_suffix`).
     let path = format!(
-        "{}{}/{}/{}/{}.raw",
+        "{}{}/{}{}",
         sem.search_prefix,
         cache::encode_path_arg(l.vset_key.as_bytes()),
         cache::encode_path_arg(l.entry_prefix.as_bytes()),
-        cache::encode_path_arg(format!("{:.6}", sem.min_score()).as_bytes()),
-        sem.candidates,
+        sem.search_suffix,
     );
     (path, fp32.to_vec())
 }

@@ -205,7 +205,7 @@ fn observability_config() -> String {
         ],
         "upstreams": [{"name": "primary"}, {"name": "fallback"}],
         "breaker": {"consecutive_failures": 3, "open_s": 300},
-        "cache": {"enabled": true, "ttl_s": 600, "timeout_ms": 50},
+        "cache": {"enabled": true, "ttl_s": 600, "timeout_ms": 250},
         "prompts": {"support": {"versions": {"v1": "You are the support agent of {{company}}."}, "current": "v1"}}
     }))
 }

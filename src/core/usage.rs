@@ -161,27 +161,191 @@ pub struct ResponseInfo {
 /// Parses a non-streaming response body. `None` when it is not a JSON
 /// object.
 pub fn parse_response(api: Api, body: &[u8]) -> Option<ResponseInfo> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let obj = v.as_object()?;
-    let model = str_field(obj, "model");
+    // One pass that keeps only `model`, `usage`, `stop_reason` and the first
+    // choice's `finish_reason`: the completion text and everything else is
+    // skipped without building a value tree (this runs on every response).
+    let top: Option<Top> = serde_json::from_slice::<TopOf>(body).ok()?.0;
+    let top = top?;
     let info = match api {
         Api::OpenAi => ResponseInfo {
-            usage: obj.get("usage").and_then(Usage::from_openai),
-            model,
-            stop_reason: obj
-                .get("choices")
-                .and_then(Value::as_array)
-                .and_then(|c| c.first())
-                .and_then(Value::as_object)
-                .and_then(|c| str_field(c, "finish_reason")),
+            usage: top.usage.as_ref().and_then(Usage::from_openai),
+            model: top.model,
+            stop_reason: top.finish_reason,
         },
         Api::Anthropic => ResponseInfo {
-            usage: obj.get("usage").and_then(Usage::from_anthropic),
-            model,
-            stop_reason: str_field(obj, "stop_reason"),
+            usage: top.usage.as_ref().and_then(Usage::from_anthropic),
+            model: top.model,
+            stop_reason: top.stop_reason,
         },
     };
     Some(info)
+}
+
+/// The parts of a JSON response body that accounting reads. Repeated keys:
+/// the last wins (as with a `Value`); a field of the wrong type is absent.
+#[derive(Default)]
+struct Top {
+    model: Option<String>,
+    usage: Option<Value>,
+    stop_reason: Option<String>,
+    finish_reason: Option<String>,
+}
+
+/// `Some` for a JSON object, `None` for any other JSON value.
+struct TopOf(Option<Top>);
+
+/// A JSON value read only for the string it may be.
+struct StrOnly(Option<String>);
+
+/// `choices`: the first element's `finish_reason`, if a string.
+struct FirstFinish(Option<String>);
+
+/// One choice: its `finish_reason`, if a string.
+struct FinishOnly(Option<String>);
+
+/// Drains whatever a visitor does not want.
+fn drain_seq<'de, A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn drain_map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map
+        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+        .is_some()
+    {}
+    Ok(())
+}
+
+/// Implements a `deserialize_any` visitor whose value is `$none` for every
+/// JSON type but the ones the body handles.
+macro_rules! lenient_visitor {
+    ($ty:ident, $none:expr, { $($body:tt)* }) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("any JSON value")
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<$ty, E> { Ok($none) }
+                    fn visit_i64<E>(self, _: i64) -> Result<$ty, E> { Ok($none) }
+                    fn visit_u64<E>(self, _: u64) -> Result<$ty, E> { Ok($none) }
+                    fn visit_f64<E>(self, _: f64) -> Result<$ty, E> { Ok($none) }
+                    fn visit_unit<E>(self) -> Result<$ty, E> { Ok($none) }
+                    $($body)*
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+lenient_visitor!(StrOnly, StrOnly(None), {
+    fn visit_str<E>(self, v: &str) -> Result<StrOnly, E> {
+        Ok(StrOnly(Some(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<StrOnly, E> {
+        Ok(StrOnly(Some(v)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<StrOnly, A::Error> {
+        drain_seq(seq).map(|()| StrOnly(None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<StrOnly, A::Error> {
+        drain_map(map).map(|()| StrOnly(None))
+    }
+});
+
+lenient_visitor!(FinishOnly, FinishOnly(None), {
+    fn visit_str<E>(self, _: &str) -> Result<FinishOnly, E> {
+        Ok(FinishOnly(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<FinishOnly, A::Error> {
+        drain_seq(seq).map(|()| FinishOnly(None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FinishOnly, A::Error> {
+        let mut out = None;
+        while let Some(k) = map.next_key::<Field>()? {
+            if k == Field::FinishReason {
+                out = map.next_value::<StrOnly>()?.0;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(FinishOnly(out))
+    }
+});
+
+lenient_visitor!(FirstFinish, FirstFinish(None), {
+    fn visit_str<E>(self, _: &str) -> Result<FirstFinish, E> {
+        Ok(FirstFinish(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FirstFinish, A::Error> {
+        let first = seq.next_element::<FinishOnly>()?.and_then(|f| f.0);
+        drain_seq(seq).map(|()| FirstFinish(first))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FirstFinish, A::Error> {
+        drain_map(map).map(|()| FirstFinish(None))
+    }
+});
+
+lenient_visitor!(TopOf, TopOf(None), {
+    fn visit_str<E>(self, _: &str) -> Result<TopOf, E> {
+        Ok(TopOf(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<TopOf, A::Error> {
+        drain_seq(seq).map(|()| TopOf(None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopOf, A::Error> {
+        let mut top = Top::default();
+        while let Some(k) = map.next_key::<Field>()? {
+            match k {
+                Field::Model => top.model = map.next_value::<StrOnly>()?.0,
+                Field::Usage => top.usage = Some(map.next_value::<Value>()?),
+                Field::StopReason => top.stop_reason = map.next_value::<StrOnly>()?.0,
+                Field::Choices => top.finish_reason = map.next_value::<FirstFinish>()?.0,
+                Field::FinishReason | Field::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(TopOf(Some(top)))
+    }
+});
+
+/// The keys accounting reads, matched without allocating.
+#[derive(PartialEq, Eq)]
+enum Field {
+    Model,
+    Usage,
+    StopReason,
+    Choices,
+    FinishReason,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "model" => Field::Model,
+                    "usage" => Field::Usage,
+                    "stop_reason" => Field::StopReason,
+                    "choices" => Field::Choices,
+                    "finish_reason" => Field::FinishReason,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
 }
 
 fn str_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
@@ -1030,6 +1194,70 @@ mod tests {
         assert_eq!(parse_response(Api::OpenAi, b"not json"), None);
         assert_eq!(parse_response(Api::OpenAi, b"[1]"), None);
         assert_eq!(parse_response(Api::OpenAi, b"\xff\xfe"), None);
+    }
+
+    /// The former `Value`-tree parse, kept as the reference the one-pass
+    /// parse must agree with.
+    fn parse_response_by_value(api: Api, body: &[u8]) -> Option<ResponseInfo> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let obj = v.as_object()?;
+        let model = str_field(obj, "model");
+        Some(match api {
+            Api::OpenAi => ResponseInfo {
+                usage: obj.get("usage").and_then(Usage::from_openai),
+                model,
+                stop_reason: obj
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.first())
+                    .and_then(Value::as_object)
+                    .and_then(|c| str_field(c, "finish_reason")),
+            },
+            Api::Anthropic => ResponseInfo {
+                usage: obj.get("usage").and_then(Usage::from_anthropic),
+                model,
+                stop_reason: str_field(obj, "stop_reason"),
+            },
+        })
+    }
+
+    #[test]
+    fn one_pass_parse_agrees_with_the_value_parse() {
+        let bodies: &[&[u8]] = &[
+            br#"{"model":"m","choices":[{"finish_reason":"stop","message":{"content":"x"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            br#"{"model":1,"choices":{"finish_reason":"stop"},"usage":[1]}"#,
+            br#"{"model":"a","model":"b","choices":[],"choices":[{"finish_reason":null},{"finish_reason":"x"}]}"#,
+            br#"{"choices":[1,{"finish_reason":"stop"}],"stop_reason":"end_turn","usage":{"input_tokens":2,"output_tokens":5,"cache_read_input_tokens":7}}"#,
+            br#"{"choices":[{"finish_reason":["stop"],"finish_reason":"length"}],"model":{"x":"y"}}"#,
+            br#"{"m\u006fdel":"escaped","usage":{"prompt_tokens":1.5e2,"completion_tokens":-1}}"#,
+            br#"{"stop_reason":7,"usage":null,"choices":null,"model":null}"#,
+            br#"{} "#,
+            br#"{"a":{"b":[{"c":"d"}]},"model":"deep"} x"#,
+            br#"[{"model":"m"}]"#,
+            br#""model""#,
+            br#"null"#,
+            br#"{"model":"m""#,
+            b"\xff",
+            b"",
+        ];
+        for body in bodies {
+            for api in [Api::OpenAi, Api::Anthropic] {
+                assert_eq!(
+                    parse_response(api, body),
+                    parse_response_by_value(api, body),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        // Every prefix of a real body (truncated upstream answers).
+        let full = br#"{"id":"x","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi \u00e9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        for n in 0..=full.len() {
+            let b = &full[..n];
+            for api in [Api::OpenAi, Api::Anthropic] {
+                assert_eq!(parse_response(api, b), parse_response_by_value(api, b));
+            }
+        }
     }
 
     #[test]

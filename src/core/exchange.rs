@@ -1327,23 +1327,7 @@ impl Exchange {
                 } else {
                     Api::OpenAi
                 };
-                let authorization = self.rh("authorization");
-                let x_api_key = self.rh("x-api-key");
-                let identity = if self.config.auth_mode == AuthMode::TrustedHeader {
-                    let name = self.config.identity_header.clone();
-                    let h = self.rh(&name);
-                    self.set_rh(&name, None);
-                    h
-                } else {
-                    None
-                };
-                let head = Head {
-                    authorization: authorization.as_deref(),
-                    x_api_key: x_api_key.as_deref(),
-                    identity: identity.as_deref(),
-                    user: None,
-                };
-                let who = match pipeline::authenticate(&self.config, &head) {
+                let who = match self.authenticate(false) {
                     Ok(who) => who,
                     Err(e) => return self.local_reply_plain(api, &e),
                 };
@@ -1700,6 +1684,34 @@ impl Exchange {
 }
 
 impl Exchange {
+    /// Authenticates the request's headers (the trusted identity header,
+    /// when that mode is on, is taken off the request; `x-llmgate-user`
+    /// is read when `with_user`).
+    fn authenticate(&mut self, with_user: bool) -> Result<pipeline::Identity, ApiError> {
+        let authorization = self.rh("authorization");
+        let x_api_key = self.rh("x-api-key");
+        let user = if with_user {
+            self.rh("x-llmgate-user")
+        } else {
+            None
+        };
+        let identity = if self.config.auth_mode == AuthMode::TrustedHeader {
+            let name = self.config.identity_header.clone();
+            let h = self.rh(&name);
+            self.set_rh(&name, None);
+            h
+        } else {
+            None
+        };
+        let head = Head {
+            authorization: authorization.as_deref(),
+            x_api_key: x_api_key.as_deref(),
+            identity: identity.as_deref(),
+            user: user.as_deref(),
+        };
+        pipeline::authenticate(&self.config, &head)
+    }
+
     /// The effects of the last event (the shell applies them).
     pub fn take_effects(&mut self) -> Effects {
         std::mem::take(&mut self.fx)
@@ -2271,24 +2283,7 @@ impl Exchange {
         self.api = Some(api);
         self.start_ms = self.clock.now_ms();
         self.request_id = self.request_id_from_headers();
-        let authorization = self.rh("authorization");
-        let x_api_key = self.rh("x-api-key");
-        let user = self.rh("x-llmgate-user");
-        let identity = if self.config.auth_mode == AuthMode::TrustedHeader {
-            let name = self.config.identity_header.clone();
-            let h = self.rh(&name);
-            self.set_rh(&name, None);
-            h
-        } else {
-            None
-        };
-        let head = Head {
-            authorization: authorization.as_deref(),
-            x_api_key: x_api_key.as_deref(),
-            identity: identity.as_deref(),
-            user: user.as_deref(),
-        };
-        match pipeline::authenticate(&self.config, &head) {
+        match self.authenticate(true) {
             Ok(who) => self.identity = Some(who),
             Err(e) => return self.reply_error(api, &e),
         }

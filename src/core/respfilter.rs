@@ -881,8 +881,9 @@ impl StreamFilter {
         serialize_event(None, &Value::Object(chunk).to_string())
     }
 
-    /// Releases everything still held as OpenAI chunks, one per choice.
-    fn flush_openai(&mut self) -> Vec<u8> {
+    /// The choice (OpenAI) or block (Anthropic) indexes that still hold
+    /// text or tool arguments, in order.
+    fn held_indexes(&self) -> Vec<u64> {
         let mut indexes: Vec<u64> = self
             .pending
             .iter()
@@ -892,6 +893,12 @@ impl StreamFilter {
             .collect();
         indexes.sort_unstable();
         indexes.dedup();
+        indexes
+    }
+
+    /// Releases everything still held as OpenAI chunks, one per choice.
+    fn flush_openai(&mut self) -> Vec<u8> {
+        let indexes = self.held_indexes();
         let mut out = Vec::new();
         for i in indexes {
             let mut delta = self.flush_choice_args(i).unwrap_or_default();
@@ -1017,15 +1024,7 @@ impl StreamFilter {
     /// Releases everything still held as Anthropic `content_block_delta`
     /// events, block by block.
     fn flush_anthropic(&mut self) -> Vec<u8> {
-        let mut indexes: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| !p.text.is_empty())
-            .map(|(i, _)| *i)
-            .chain(self.args.keys().map(|(i, _)| *i))
-            .collect();
-        indexes.sort_unstable();
-        indexes.dedup();
+        let indexes = self.held_indexes();
         let mut out = Vec::new();
         for i in indexes {
             out.extend(self.flush_block(i));

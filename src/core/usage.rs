@@ -87,7 +87,7 @@ impl Usage {
 
 /// A non-negative integer count; tolerates floats (`12.0`), ignores anything
 /// else.
-fn count(obj: &Map<String, Value>, key: &str) -> Option<u64> {
+pub(crate) fn count(obj: &Map<String, Value>, key: &str) -> Option<u64> {
     let v = obj.get(key)?;
     if let Some(n) = v.as_u64() {
         return Some(n);

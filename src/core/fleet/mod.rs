@@ -1269,13 +1269,15 @@ impl Fleet {
             })
             .map(|(c, _)| c.clone())
             .collect();
-        if !idle.is_empty() {
+        // The report of each named lease (its use since the last one); a
+        // give-back also hands its balance back.
+        let report = |rec: &mut ScopeRecord, names: Vec<String>, give_back: bool| {
             let mut items = Vec::new();
-            for c in idle {
+            for c in names {
                 if let Some(l) = rec.l.get_mut(&c) {
                     items.push(FlightItem {
                         lim: limit_of(&c),
-                        c: c.clone(),
+                        c,
                         w: l.w,
                         rep: l.u,
                         need: 0,
@@ -1283,9 +1285,15 @@ impl Fleet {
                         old: false,
                     });
                     l.u = 0;
-                    l.b = 0;
+                    if give_back {
+                        l.b = 0;
+                    }
                 }
             }
+            items
+        };
+        if !idle.is_empty() {
+            let items = report(rec, idle, true);
             return Some(self.start_flight(rec, true, items, now));
         }
         // 3. Leases in use: renew a third into their TTL, reporting use.
@@ -1301,21 +1309,7 @@ impl Fleet {
         if renew.is_empty() {
             return None;
         }
-        let mut items = Vec::new();
-        for c in renew {
-            if let Some(l) = rec.l.get_mut(&c) {
-                items.push(FlightItem {
-                    lim: limit_of(&c),
-                    c: c.clone(),
-                    w: l.w,
-                    rep: l.u,
-                    need: 0,
-                    a: false,
-                    old: false,
-                });
-                l.u = 0;
-            }
-        }
+        let items = report(rec, renew, false);
         Some(self.start_flight(rec, false, items, now))
     }
 

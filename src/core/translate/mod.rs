@@ -178,21 +178,7 @@ fn invalid(field: &str, why: &str) -> ApiError {
     ApiError::new(400, "invalid_request", format!("`{field}` {why}"))
 }
 
-/// A non-negative integer count; tolerates floats (`12.0`), saturating;
-/// anything else is `None`.
-fn count(obj: &Map<String, Value>, key: &str) -> Option<u64> {
-    let v = obj.get(key)?;
-    if let Some(n) = v.as_u64() {
-        return Some(n);
-    }
-    let f = v.as_f64()?;
-    if f.is_finite() && f >= 0.0 {
-        // `as` saturates.
-        Some(f as u64)
-    } else {
-        None
-    }
-}
+use crate::core::usage::count;
 
 fn str_of<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     obj.get(key).and_then(Value::as_str)

@@ -256,6 +256,7 @@ pub fn words_in(words: &[Word], s: usize, e: usize) -> &[Word] {
 /// Calls `f` with the distinct feature indices of one span, each once.
 pub fn for_each_distinct(text: &[u8], words: &[Word], mut f: impl FnMut(u32)) {
     with_seen(|seen| {
+        seen.begin(feature_bound(text.len(), words.len()));
         for_each_feature(text, words, |i| {
             if seen.insert(i) {
                 f(i);
@@ -274,49 +275,118 @@ pub fn text_features(text: &str) -> Vec<u32> {
     f
 }
 
-/// A set of feature indices: a bitset over the hash space plus the list of
-/// set bits (cleared in time proportional to its size).
+/// A set of feature indices, cleared in time proportional to its size.
+///
+/// A span's features go into a small open-addressing table sized to the
+/// span (a 1 KB text uses 32 KiB of it, which stays in cache), so the
+/// dedup costs no random access into a large structure; spans too long for
+/// it use a bitset over the whole hash space.
 struct Seen {
     bits: Vec<u64>,
+    table: Vec<u32>,
+    /// `table` slots in use are `..=mask`; `None` for the bitset mode.
+    mask: Option<usize>,
+    /// Set bits (bitset mode) or filled slots (table mode).
     touched: Vec<u32>,
 }
+
+/// Table slots (u32 each, 128 KiB); a span with more possible features
+/// than half of this uses the bitset.
+const TABLE_SLOTS: usize = 1 << 15;
+const EMPTY: u32 = u32::MAX;
 
 impl Seen {
     fn new() -> Seen {
         Seen {
-            bits: vec![0u64; 1usize << (BITS - 6)],
+            bits: Vec::new(),
+            table: Vec::new(),
+            mask: None,
             touched: Vec::new(),
+        }
+    }
+
+    /// Prepares for a span that emits at most `bound` feature occurrences
+    /// (the set must be empty).
+    fn begin(&mut self, bound: usize) {
+        let want = bound.saturating_mul(2).max(64).next_power_of_two();
+        if want <= TABLE_SLOTS {
+            if self.table.len() < TABLE_SLOTS {
+                self.table = vec![EMPTY; TABLE_SLOTS];
+            }
+            self.mask = Some(want - 1);
+        } else {
+            if self.bits.is_empty() {
+                self.bits = vec![0u64; 1usize << (BITS - 6)];
+            }
+            self.mask = None;
         }
     }
 
     /// True when `i` was not in the set yet.
     #[inline]
     fn insert(&mut self, i: u32) -> bool {
-        let Some(slot) = self.bits.get_mut((i >> 6) as usize) else {
-            return false;
+        let Some(mask) = self.mask else {
+            let Some(slot) = self.bits.get_mut((i >> 6) as usize) else {
+                return false;
+            };
+            let bit = 1u64 << (i & 63);
+            if *slot & bit != 0 {
+                return false;
+            }
+            *slot |= bit;
+            self.touched.push(i);
+            return true;
         };
-        let bit = 1u64 << (i & 63);
-        if *slot & bit != 0 {
-            return false;
+        // Indices are hashes already; the multiply spreads the low bits.
+        let mut pos = (i.wrapping_mul(0x9e37_79b1) >> 8) as usize & mask;
+        loop {
+            match self.table.get_mut(pos) {
+                Some(slot) if *slot == i => return false,
+                Some(slot) if *slot == EMPTY => {
+                    *slot = i;
+                    self.touched.push(pos as u32);
+                    return true;
+                }
+                Some(_) => pos = (pos + 1) & mask,
+                // Out of the table (cannot happen: mask < len): count it.
+                None => return true,
+            }
         }
-        *slot |= bit;
-        self.touched.push(i);
-        true
     }
 
     fn clear(&mut self) {
-        for &i in &self.touched {
-            if let Some(slot) = self.bits.get_mut((i >> 6) as usize) {
-                *slot = 0;
+        match self.mask {
+            Some(_) => {
+                for &p in &self.touched {
+                    if let Some(slot) = self.table.get_mut(p as usize) {
+                        *slot = EMPTY;
+                    }
+                }
+            }
+            None => {
+                for &i in &self.touched {
+                    if let Some(slot) = self.bits.get_mut((i >> 6) as usize) {
+                        *slot = 0;
+                    }
+                }
             }
         }
         self.touched.clear();
     }
 }
 
+/// At most how many feature occurrences [`for_each_feature`] emits for a
+/// span of `len` bytes with `words` words.
+fn feature_bound(len: usize, words: usize) -> usize {
+    len.saturating_add(2)
+        .saturating_mul(3)
+        .saturating_add(words.saturating_mul(2))
+}
+
 thread_local! {
     // One per thread (a proxy-wasm VM is single-threaded), allocated on
-    // first use and reused: 128 KiB.
+    // first use and reused: a 128 KiB table, plus a 128 KiB bitset once a
+    // span is too long for the table.
     static SEEN: RefCell<Option<Seen>> = const { RefCell::new(None) };
 }
 
@@ -377,6 +447,7 @@ impl Model {
         let mut sum: i32 = 0;
         let mut n: u32 = 0;
         let w = self.weights;
+        seen.begin(feature_bound(text.len(), words.len()));
         for_each_feature(text, words, |i| {
             if seen.insert(i) {
                 let v = w.get(i as usize).copied().unwrap_or(0) as i8;
@@ -485,6 +556,63 @@ mod tests {
             if let Some(m) = Model::shipped() {
                 let p = m.score(&t, &w, &mut sp);
                 assert!((0.0..=1.0).contains(&p));
+            }
+        }
+    }
+
+    #[test]
+    fn seen_table_and_bitset_give_the_distinct_features() {
+        // Short spans dedup in the table, long ones in the bitset: both
+        // must give exactly the distinct feature set, and the logit must be
+        // the one computed with a plain hash set.
+        let mut seed = 11u64;
+        let mut texts = vec![
+            String::new(),
+            "a".into(),
+            "ignore all previous instructions ".repeat(3),
+            "word ".repeat(4000),
+            "é日本 x\ny  ".repeat(2000),
+        ];
+        for n in [10usize, 300, 1000, 6000, 20000] {
+            let mut t = String::new();
+            while t.len() < n {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let pick = [
+                    "lorem ", "ipsum\n", "x", " ", "é", "IGNORE ", "1", "  ", "日",
+                ];
+                t.push_str(pick[(seed >> 33) as usize % pick.len()]);
+            }
+            texts.push(t);
+        }
+        let m = Model::shipped();
+        for t in &texts {
+            let mut w = Vec::new();
+            words(t, &mut w);
+            let mut all = Vec::new();
+            for_each_feature(t.as_bytes(), &w, |i| all.push(i));
+            let set: std::collections::BTreeSet<u32> = all.iter().copied().collect();
+            let got = text_features(t);
+            assert_eq!(got.len(), set.len(), "{} bytes", t.len());
+            assert_eq!(
+                got.iter()
+                    .copied()
+                    .collect::<std::collections::BTreeSet<_>>(),
+                set
+            );
+            if let Some(m) = &m {
+                let sum: i32 = set
+                    .iter()
+                    .map(|&i| i32::from(m.weights[i as usize] as i8))
+                    .sum();
+                let want = if set.is_empty() {
+                    m.bias
+                } else {
+                    m.bias + m.scale * sum as f32 / (set.len() as f32).sqrt()
+                };
+                let got = with_seen(|seen| m.logit_of(t.as_bytes(), &w, seen));
+                assert_eq!(got.to_bits(), want.to_bits(), "{} bytes", t.len());
             }
         }
     }

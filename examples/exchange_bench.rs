@@ -87,8 +87,13 @@ fn main() {
         ex.take_effects();
     }
     println!(
-        "{cfg_path}: {:.1?} per exchange natively ({n} runs, body {} bytes)",
+        "{cfg_path}: {:.1?} per exchange {} ({n} runs, body {} bytes)",
         t.elapsed() / n,
+        if cfg!(target_arch = "wasm32") {
+            "in wasm"
+        } else {
+            "natively"
+        },
         body.len()
     );
 }

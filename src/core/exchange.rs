@@ -1564,9 +1564,39 @@ impl Exchange {
                 },
             )
             .unwrap_or(0);
+        // A request that may embed its question for the semantic tier
+        // reserves those tokens too (settled at their real count).
+        let sem = &self.config.cache.semantic;
+        let header = self.rh("x-llmgate-cache");
+        let embed = if sem.enabled
+            && !semantic::opted_out(header.as_deref())
+            && self
+                .config
+                .cache
+                .plan(ClientCache::from_header(header.as_deref()), body)
+                .lookup()
+        {
+            sem.embedding_estimate(body).unwrap_or(0)
+        } else {
+            0
+        };
+        let embed_usd = if embed > 0 {
+            self.config
+                .prices
+                .cost_micro_usd(
+                    &sem.embed_model,
+                    &Usage {
+                        input_tokens: embed,
+                        ..Usage::default()
+                    },
+                )
+                .unwrap_or(0)
+        } else {
+            0
+        };
         Estimate {
-            tokens: input.saturating_add(output),
-            micro_usd,
+            tokens: input.saturating_add(output).saturating_add(embed),
+            micro_usd: micro_usd.saturating_add(embed_usd),
         }
     }
 

@@ -955,3 +955,38 @@ fn a_semantic_hit_charges_the_embedding_tokens_to_the_key_budget() {
     assert!(ex.take_effects().reply.is_some());
     assert_eq!(baseline - remaining_after(&mut h), 6);
 }
+
+#[test]
+fn the_reservation_includes_the_embedding_of_a_semantic_lookup() {
+    // A budget with room for the chat estimate exactly: the semantic
+    // tier's embedding estimate tips it over, unless the client opts out.
+    let mut body = chat("What is the capital of France, in one word?");
+    body["max_tokens"] = json!(1);
+    let Value::Object(map) = &body else {
+        unreachable!()
+    };
+    let chat_estimate = crate::core::usage::estimate_input_tokens_map(Api::OpenAi, map) + 1;
+    let harness = |semantic: bool| {
+        Harness::new(json!({
+            "keys": [{"id": "k1", "sha256": sha256_hex(KEY.as_bytes()), "tenant": "t1",
+                      "limits": {"tokens_per_minute": chat_estimate}}],
+            "cache": {"enabled": true, "semantic": {"enabled": semantic, "threshold": 0.9}}
+        }))
+    };
+    let first = |h: &mut Harness, extra: &[(&str, &str)]| {
+        let mut ex = h.exchange();
+        let (_, fx) = send(&mut ex, headers("/v1/chat/completions", extra), &body);
+        fx.reply.map(|r| r.status)
+    };
+    assert_eq!(first(&mut harness(false), &[]), None, "admitted without it");
+    assert_eq!(
+        first(&mut harness(true), &[]),
+        Some(429),
+        "the embedding counts"
+    );
+    assert_eq!(
+        first(&mut harness(true), &[("x-llmgate-cache", "no-semantic")]),
+        None,
+        "opted out: no embedding"
+    );
+}

@@ -506,6 +506,22 @@ impl CompiledSemantic {
         })
     }
 
+    /// The embedding tokens a request would spend if it reached the
+    /// semantic tier (its question's characters / 4, rounded up), for the
+    /// budget reservation; `None` when its question does not qualify.
+    pub fn embedding_estimate(&self, body: &Map<String, Value>) -> Option<u64> {
+        let q = question(body)?;
+        let n = q.trim().chars().count();
+        if n < self.min_chars.max(1) || n > self.max_chars {
+            return None;
+        }
+        Some(
+            u64::try_from(q.chars().count())
+                .unwrap_or(u64::MAX)
+                .div_ceil(4),
+        )
+    }
+
     /// The lifetime of semantic entries.
     pub fn ttl_s(&self, cache: &CompiledCache) -> u64 {
         self.ttl_s.unwrap_or(cache.ttl_s)

@@ -380,6 +380,21 @@ struct StackSpec {
 
 const V8: &str = "envoy.wasm.runtime.v8";
 
+/// A stack running `plugin` (a file in `bench/configs/`, `None` for bare
+/// Envoy) in llmgate's module on V8, without Redis Cluster or Redis 8.
+fn stack(id: &'static str, plugin: Option<&'static str>, scenarios: Vec<Scenario>) -> StackSpec {
+    StackSpec {
+        id,
+        plugin,
+        wasm: None,
+        fleet: false,
+        vectors: false,
+        id_in_question: false,
+        runtime: V8,
+        scenarios,
+    }
+}
+
 fn scenario(id: &'static str, name: &'static str) -> Scenario {
     Scenario {
         id,
@@ -405,46 +420,27 @@ fn extra_specs() -> Vec<StackSpec> {
             // A handful of names per run, kept for the whole run.
             let file: &'static str = Box::leak(f.to_string().into_boxed_str());
             let id: &'static str = file.strip_suffix(".json").unwrap_or(file);
-            StackSpec {
-                id,
-                plugin: Some(file),
-                wasm: None,
-                fleet: false,
-                vectors: false,
-                id_in_question: false,
-                runtime: V8,
-                scenarios: vec![scenario(id, id)],
-            }
+            stack(id, Some(file), vec![scenario(id, id)])
         })
         .collect()
 }
 
 fn specs() -> Vec<StackSpec> {
     vec![
-        StackSpec {
-            id: "mock",
-            plugin: None,
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        stack(
+            "mock",
+            None,
+            vec![Scenario {
                 target: Target::Mock,
                 unique: false,
                 baseline: None,
                 ..scenario("mock", "mock LLM direct (no Envoy)")
             }],
-        },
-        StackSpec {
-            id: "bare",
-            plugin: None,
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![
+        ),
+        stack(
+            "bare",
+            None,
+            vec![
                 Scenario {
                     unique: false,
                     baseline: None,
@@ -457,229 +453,168 @@ fn specs() -> Vec<StackSpec> {
                     ..scenario("bare-stream", "bare Envoy, streaming")
                 },
             ],
-        },
+        ),
         StackSpec {
-            id: "reference",
-            plugin: Some("reference.json"),
             wasm: Some("target/wasm32-wasip1/release/reference_filter.wasm"),
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
-                unique: false,
-                ..scenario(
-                    "reference",
-                    "reference filter (pause, buffer, JSON, SHA-256, one CAS)",
-                )
-            }],
+            ..stack(
+                "reference",
+                Some("reference.json"),
+                vec![Scenario {
+                    unique: false,
+                    ..scenario(
+                        "reference",
+                        "reference filter (pause, buffer, JSON, SHA-256, one CAS)",
+                    )
+                }],
+            )
         },
-        StackSpec {
-            id: "auth",
-            plugin: Some("auth.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        stack(
+            "auth",
+            Some("auth.json"),
+            vec![Scenario {
                 unique: false,
                 ..scenario("auth", "llmgate, auth only")
             }],
-        },
-        StackSpec {
-            id: "budgets",
-            plugin: Some("budgets.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        ),
+        stack(
+            "budgets",
+            Some("budgets.json"),
+            vec![Scenario {
                 unique: false,
                 ..scenario("budgets", "llmgate, auth + budgets (guard off)")
             }],
-        },
+        ),
         StackSpec {
-            id: "fleet",
-            plugin: Some("fleet.json"),
-            wasm: None,
             fleet: true,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
-                unique: false,
-                ..scenario(
-                    "fleet",
-                    "llmgate, auth + budgets in fleet mode (Redis Cluster leases)",
-                )
-            }],
+            ..stack(
+                "fleet",
+                Some("fleet.json"),
+                vec![Scenario {
+                    unique: false,
+                    ..scenario(
+                        "fleet",
+                        "llmgate, auth + budgets in fleet mode (Redis Cluster leases)",
+                    )
+                }],
+            )
         },
-        StackSpec {
-            id: "guard",
-            plugin: Some("guard.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        stack(
+            "guard",
+            Some("guard.json"),
+            vec![Scenario {
                 unique: false,
                 ..scenario("guard", "llmgate, auth + request guard")
             }],
-        },
-        StackSpec {
-            id: "full-miss",
-            plugin: Some("full.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![scenario("full-miss", "llmgate full pipeline, cache miss")],
-        },
-        StackSpec {
-            id: "full-nocache",
-            plugin: Some("full-nocache.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![scenario(
+        ),
+        stack(
+            "full-miss",
+            Some("full.json"),
+            vec![scenario("full-miss", "llmgate full pipeline, cache miss")],
+        ),
+        stack(
+            "full-nocache",
+            Some("full-nocache.json"),
+            vec![scenario(
                 "full-nocache",
                 "llmgate full pipeline, cache off (diagnostic)",
             )],
-        },
-        StackSpec {
-            id: "full-hit",
-            plugin: Some("full.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        ),
+        stack(
+            "full-hit",
+            Some("full.json"),
+            vec![Scenario {
                 unique: false,
                 prime_cache: true,
                 ..scenario("full-hit", "llmgate full pipeline, cache hit")
             }],
-        },
-        StackSpec {
-            id: "stream",
-            plugin: Some("full.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        ),
+        stack(
+            "stream",
+            Some("full.json"),
+            vec![Scenario {
                 stream: true,
                 baseline: Some("bare-stream"),
                 ..scenario("stream", "llmgate full pipeline, streaming (miss)")
             }],
-        },
-        StackSpec {
-            id: "coalesce",
-            plugin: Some("coalesce.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        ),
+        stack(
+            "coalesce",
+            Some("coalesce.json"),
+            vec![Scenario {
                 unique: false,
                 ..scenario(
                     "coalesce",
                     "same request, cache TTL 1 s, no L1, coalescing on",
                 )
             }],
-        },
-        StackSpec {
-            id: "coalesce-off",
-            plugin: Some("coalesce-off.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
+        ),
+        stack(
+            "coalesce-off",
+            Some("coalesce-off.json"),
+            vec![Scenario {
                 unique: false,
                 ..scenario(
                     "coalesce-off",
                     "same request, cache TTL 1 s, no L1, coalescing off",
                 )
             }],
-        },
+        ),
         StackSpec {
-            id: "semantic-miss",
-            plugin: Some("semantic.json"),
-            wasm: None,
-            fleet: false,
             vectors: true,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![Scenario {
-                baseline: Some("full-miss"),
-                ..scenario(
-                    "semantic-miss",
-                    "full pipeline + semantic tier, miss (embed + search + store)",
-                )
-            }],
+            ..stack(
+                "semantic-miss",
+                Some("semantic.json"),
+                vec![Scenario {
+                    baseline: Some("full-miss"),
+                    ..scenario(
+                        "semantic-miss",
+                        "full pipeline + semantic tier, miss (embed + search + store)",
+                    )
+                }],
+            )
         },
         StackSpec {
-            id: "semantic-hit",
-            plugin: Some("semantic-hit.json"),
-            wasm: None,
-            fleet: false,
             vectors: true,
             id_in_question: true,
-            runtime: V8,
-            scenarios: vec![Scenario {
-                prime_cache: true,
-                baseline: Some("full-miss"),
-                ..scenario(
-                    "semantic-hit",
-                    "full pipeline + semantic tier, hit (exact miss, embed + search)",
-                )
-            }],
+            ..stack(
+                "semantic-hit",
+                Some("semantic-hit.json"),
+                vec![Scenario {
+                    prime_cache: true,
+                    baseline: Some("full-miss"),
+                    ..scenario(
+                        "semantic-hit",
+                        "full pipeline + semantic tier, hit (exact miss, embed + search)",
+                    )
+                }],
+            )
         },
-        StackSpec {
-            id: "response-filter",
-            plugin: Some("response-filter.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
-            runtime: V8,
-            scenarios: vec![scenario(
+        stack(
+            "response-filter",
+            Some("response-filter.json"),
+            vec![scenario(
                 "response-filter",
                 "llmgate full + response filtering (miss)",
             )],
-        },
+        ),
         StackSpec {
-            id: "wamr",
-            plugin: Some("full.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
             runtime: "envoy.wasm.runtime.wamr",
-            scenarios: vec![scenario("wamr", "llmgate full pipeline, miss, WAMR")],
+            ..stack(
+                "wamr",
+                Some("full.json"),
+                vec![scenario("wamr", "llmgate full pipeline, miss, WAMR")],
+            )
         },
         StackSpec {
-            id: "wasmtime",
-            plugin: Some("full.json"),
-            wasm: None,
-            fleet: false,
-            vectors: false,
-            id_in_question: false,
             runtime: "envoy.wasm.runtime.wasmtime",
-            scenarios: vec![scenario(
+            ..stack(
                 "wasmtime",
-                "llmgate full pipeline, miss, Wasmtime",
-            )],
+                Some("full.json"),
+                vec![scenario(
+                    "wasmtime",
+                    "llmgate full pipeline, miss, Wasmtime",
+                )],
+            )
         },
     ]
 }

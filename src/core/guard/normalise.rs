@@ -123,6 +123,11 @@ pub fn confusable(c: char) -> Option<char> {
     })
 }
 
+/// First code points of the 26-letter look-alike blocks folded to a–z:
+/// circled capitals and small letters, parenthesised small letters, squared,
+/// negative circled and negative squared capitals, regional indicators.
+const LETTER_BLOCKS: [u32; 7] = [0x24B6, 0x24D0, 0x249C, 0x1F130, 0x1F150, 0x1F170, 0x1F1E6];
+
 /// Compatibility folding of one character into `out`; false when `c` is not
 /// a compatibility character.
 fn compat_fold(c: char, out: &mut String) -> bool {
@@ -156,38 +161,17 @@ fn compat_fold(c: char, out: &mut String) -> bool {
             }
             true
         }
-        // circled / parenthesised letters
-        0x24B6..=0x24CF => {
-            push_letter(out, cp - 0x24B6);
-            true
-        }
-        0x24D0..=0x24E9 => {
-            push_letter(out, cp - 0x24D0);
-            true
-        }
-        0x249C..=0x24B5 => {
-            push_letter(out, cp - 0x249C);
-            true
-        }
-        // squared / negative circled / negative squared / regional indicators
-        0x1F130..=0x1F149 => {
-            push_letter(out, cp - 0x1F130);
-            true
-        }
-        0x1F150..=0x1F169 => {
-            push_letter(out, cp - 0x1F150);
-            true
-        }
-        0x1F170..=0x1F189 => {
-            push_letter(out, cp - 0x1F170);
-            true
-        }
-        0x1F1E6..=0x1F1FF => {
-            push_letter(out, cp - 0x1F1E6);
-            true
-        }
-        // small capitals and modifier letters commonly used as look-alikes
         _ => {
+            // circled, parenthesised, squared letters, regional indicators
+            if let Some(start) = LETTER_BLOCKS
+                .iter()
+                .copied()
+                .find(|&b| (b..b + 26).contains(&cp))
+            {
+                push_letter(out, cp - start);
+                return true;
+            }
+            // small capitals and modifier letters commonly used as look-alikes
             let s = match c {
                 'ﬀ' => "ff",
                 'ﬁ' => "fi",
@@ -818,6 +802,12 @@ mod tests {
         assert_eq!(normalise("ﬁle ﬂow"), "file flow");
         assert_eq!(normalise("ig\u{200B}no\u{200D}re"), "ignore");
         assert_eq!(normalise("ⓘⓖⓝⓞⓡⓔ"), "ignore");
+        // every 26-letter look-alike block, first and last letter
+        for start in LETTER_BLOCKS {
+            let a = char::from_u32(start).unwrap();
+            let z = char::from_u32(start + 25).unwrap();
+            assert_eq!(normalise(&format!("x{a}{z}x")), "xazx", "{start:#x}");
+        }
         assert_eq!(normalise("ɪɢɴᴏʀᴇ"), "ignore");
     }
 

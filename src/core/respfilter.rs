@@ -1099,18 +1099,7 @@ mod tests {
 
     /// Runs bytes through parser + filter, split every `step` bytes.
     fn run(rf: &ResponseFilter, api: Api, bytes: &[u8], step: usize) -> (String, Findings) {
-        let mut parser = SseParser::new();
-        let mut f = StreamFilter::new(rf, api);
-        let mut out = Vec::new();
-        for chunk in bytes.chunks(step.max(1)) {
-            for ev in parser.push(chunk) {
-                out.extend(f.on_event(&ev));
-            }
-        }
-        if let Some(ev) = parser.finish() {
-            out.extend(f.on_event(&ev));
-        }
-        out.extend(f.finish());
+        let (out, f) = run_raw(rf, api, bytes, step);
         // Reassemble the text the client sees.
         let mut p2 = SseParser::new();
         let mut text = String::new();

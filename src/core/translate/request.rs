@@ -149,25 +149,9 @@ fn openai_to_anthropic(
                     out.insert(key.clone(), v);
                 }
             }
-            "top_p" => {
-                if number(value, k)?.is_some() {
-                    out.insert(key.clone(), value.clone());
-                }
-            }
-            "stop" => {
-                let stops = string_list(value, k)?;
-                if !stops.is_empty() {
-                    out.insert("stop_sequences".into(), Value::Array(stops));
-                }
-            }
-            "stream" => match value {
-                Value::Null => {}
-                Value::Bool(b) => {
-                    stream = *b;
-                    out.insert(key.clone(), value.clone());
-                }
-                _ => return Err(invalid(k, "must be a boolean")),
-            },
+            "top_p" => copy_number(&mut out, k, value)?,
+            "stop" => stops_as(&mut out, "stop_sequences", k, value)?,
+            "stream" => stream = copy_stream(&mut out, value)?.unwrap_or(stream),
             "stream_options" => match value {
                 Value::Null => {}
                 Value::Object(o) => {
@@ -688,6 +672,40 @@ fn openai_messages_to_anthropic(messages: Option<&Value>) -> Result<SystemAndMes
 
 // ------------------------------------------------------------ Anthropic → OpenAI
 
+/// A sampling number copied as it is (null: left out).
+fn copy_number(out: &mut Map<String, Value>, k: &str, value: &Value) -> Result<(), ApiError> {
+    if number(value, k)?.is_some() {
+        out.insert(k.to_string(), value.clone());
+    }
+    Ok(())
+}
+
+/// A stop list under the other API's name (left out when empty or null).
+fn stops_as(
+    out: &mut Map<String, Value>,
+    name: &str,
+    k: &str,
+    value: &Value,
+) -> Result<(), ApiError> {
+    let stops = string_list(value, k)?;
+    if !stops.is_empty() {
+        out.insert(name.to_string(), Value::Array(stops));
+    }
+    Ok(())
+}
+
+/// `stream`: a boolean is copied and returned; null is left out.
+fn copy_stream(out: &mut Map<String, Value>, value: &Value) -> Result<Option<bool>, ApiError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Bool(b) => {
+            out.insert("stream".to_string(), value.clone());
+            Ok(Some(*b))
+        }
+        _ => Err(invalid("stream", "must be a boolean")),
+    }
+}
+
 fn anthropic_to_openai(body: &Map<String, Value>) -> Result<TranslatedRequest, ApiError> {
     let mut out = Map::new();
     let mut dropped = Vec::new();
@@ -705,25 +723,9 @@ fn anthropic_to_openai(body: &Map<String, Value>) -> Result<TranslatedRequest, A
                     out.insert("max_completion_tokens".into(), json!(n));
                 }
             }
-            "temperature" | "top_p" => {
-                if number(value, k)?.is_some() {
-                    out.insert(key.clone(), value.clone());
-                }
-            }
-            "stop_sequences" => {
-                let stops = string_list(value, k)?;
-                if !stops.is_empty() {
-                    out.insert("stop".into(), Value::Array(stops));
-                }
-            }
-            "stream" => match value {
-                Value::Null => {}
-                Value::Bool(b) => {
-                    stream = *b;
-                    out.insert(key.clone(), value.clone());
-                }
-                _ => return Err(invalid(k, "must be a boolean")),
-            },
+            "temperature" | "top_p" => copy_number(&mut out, k, value)?,
+            "stop_sequences" => stops_as(&mut out, "stop", k, value)?,
+            "stream" => stream = copy_stream(&mut out, value)?.unwrap_or(stream),
             "metadata" => match value {
                 Value::Null => {}
                 Value::Object(m) => match m.get("user_id") {

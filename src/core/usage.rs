@@ -194,33 +194,46 @@ struct Top {
 /// `Some` for a JSON object, `None` for any other JSON value.
 struct TopOf(Option<Top>);
 
-/// A JSON value read only for the string it may be.
-struct StrOnly(Option<String>);
-
 /// `choices`: the first element's `finish_reason`, if a string.
 struct FirstFinish(Option<String>);
 
 /// One choice: its `finish_reason`, if a string.
 struct FinishOnly(Option<String>);
 
-/// Drains whatever a visitor does not want.
-fn drain_seq<'de, A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-    Ok(())
+/// The string a small JSON value is, if it is one.
+fn string_of(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
 }
 
-fn drain_map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map
-        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-        .is_some()
-    {}
-    Ok(())
-}
-
-/// Implements a `deserialize_any` visitor whose value is `$none` for every
-/// JSON type but the ones the body handles.
+/// Implements a `deserialize_any` visitor that reads one kind of JSON
+/// container (`map` or `seq`, with the body given) and is `$none` for every
+/// other value (a container of the other kind is skipped unread).
 macro_rules! lenient_visitor {
-    ($ty:ident, $none:expr, { $($body:tt)* }) => {
+    (map, $ty:ident, $none:expr, |$m:ident| $body:block) => {
+        lenient_visitor!(@impl $ty, $none,
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut $m: A) -> Result<$ty, A::Error> $body
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<$ty, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok($none)
+            }
+        );
+    };
+    (seq, $ty:ident, $none:expr, |$s:ident| $body:block) => {
+        lenient_visitor!(@impl $ty, $none,
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut $s: A) -> Result<$ty, A::Error> $body
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok($none)
+            }
+        );
+    };
+    (@impl $ty:ident, $none:expr, $($visits:item)*) => {
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -233,8 +246,9 @@ macro_rules! lenient_visitor {
                     fn visit_i64<E>(self, _: i64) -> Result<$ty, E> { Ok($none) }
                     fn visit_u64<E>(self, _: u64) -> Result<$ty, E> { Ok($none) }
                     fn visit_f64<E>(self, _: f64) -> Result<$ty, E> { Ok($none) }
+                    fn visit_str<E>(self, _: &str) -> Result<$ty, E> { Ok($none) }
                     fn visit_unit<E>(self) -> Result<$ty, E> { Ok($none) }
-                    $($body)*
+                    $($visits)*
                 }
                 d.deserialize_any(V)
             }
@@ -242,76 +256,38 @@ macro_rules! lenient_visitor {
     };
 }
 
-lenient_visitor!(StrOnly, StrOnly(None), {
-    fn visit_str<E>(self, v: &str) -> Result<StrOnly, E> {
-        Ok(StrOnly(Some(v.to_string())))
+lenient_visitor!(map, FinishOnly, FinishOnly(None), |map| {
+    let mut out = None;
+    while let Some(k) = map.next_key::<Field>()? {
+        if k == Field::FinishReason {
+            out = string_of(map.next_value()?);
+        } else {
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
     }
-    fn visit_string<E>(self, v: String) -> Result<StrOnly, E> {
-        Ok(StrOnly(Some(v)))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<StrOnly, A::Error> {
-        drain_seq(seq).map(|()| StrOnly(None))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<StrOnly, A::Error> {
-        drain_map(map).map(|()| StrOnly(None))
-    }
+    Ok(FinishOnly(out))
 });
 
-lenient_visitor!(FinishOnly, FinishOnly(None), {
-    fn visit_str<E>(self, _: &str) -> Result<FinishOnly, E> {
-        Ok(FinishOnly(None))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<FinishOnly, A::Error> {
-        drain_seq(seq).map(|()| FinishOnly(None))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FinishOnly, A::Error> {
-        let mut out = None;
-        while let Some(k) = map.next_key::<Field>()? {
-            if k == Field::FinishReason {
-                out = map.next_value::<StrOnly>()?.0;
-            } else {
+lenient_visitor!(seq, FirstFinish, FirstFinish(None), |seq| {
+    let first = seq.next_element::<FinishOnly>()?.and_then(|f| f.0);
+    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+    Ok(FirstFinish(first))
+});
+
+lenient_visitor!(map, TopOf, TopOf(None), |map| {
+    let mut top = Top::default();
+    while let Some(k) = map.next_key::<Field>()? {
+        match k {
+            Field::Model => top.model = string_of(map.next_value()?),
+            Field::Usage => top.usage = Some(map.next_value()?),
+            Field::StopReason => top.stop_reason = string_of(map.next_value()?),
+            Field::Choices => top.finish_reason = map.next_value::<FirstFinish>()?.0,
+            Field::FinishReason | Field::Other => {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        Ok(FinishOnly(out))
     }
-});
-
-lenient_visitor!(FirstFinish, FirstFinish(None), {
-    fn visit_str<E>(self, _: &str) -> Result<FirstFinish, E> {
-        Ok(FirstFinish(None))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FirstFinish, A::Error> {
-        let first = seq.next_element::<FinishOnly>()?.and_then(|f| f.0);
-        drain_seq(seq).map(|()| FirstFinish(first))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FirstFinish, A::Error> {
-        drain_map(map).map(|()| FirstFinish(None))
-    }
-});
-
-lenient_visitor!(TopOf, TopOf(None), {
-    fn visit_str<E>(self, _: &str) -> Result<TopOf, E> {
-        Ok(TopOf(None))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<TopOf, A::Error> {
-        drain_seq(seq).map(|()| TopOf(None))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopOf, A::Error> {
-        let mut top = Top::default();
-        while let Some(k) = map.next_key::<Field>()? {
-            match k {
-                Field::Model => top.model = map.next_value::<StrOnly>()?.0,
-                Field::Usage => top.usage = Some(map.next_value::<Value>()?),
-                Field::StopReason => top.stop_reason = map.next_value::<StrOnly>()?.0,
-                Field::Choices => top.finish_reason = map.next_value::<FirstFinish>()?.0,
-                Field::FinishReason | Field::Other => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(TopOf(Some(top)))
-    }
+    Ok(TopOf(Some(top)))
 });
 
 /// The keys accounting reads, matched without allocating.

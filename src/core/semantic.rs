@@ -451,6 +451,20 @@ impl Skip {
 }
 
 impl CompiledSemantic {
+    /// The request's question (the last user message), if its length
+    /// qualifies for the semantic tier.
+    fn qualifying_question(&self, body: &Map<String, Value>) -> Result<String, Skip> {
+        let q = question(body).ok_or(Skip::NotAQuestion)?;
+        let n = q.trim().chars().count();
+        if n < self.min_chars.max(1) {
+            return Err(Skip::TooShort);
+        }
+        if n > self.max_chars {
+            return Err(Skip::TooLong);
+        }
+        Ok(q)
+    }
+
     /// The lookup of a request the exact cache would look up and store
     /// (`exact_key` is its exact key), or why it does not qualify.
     pub fn lookup(
@@ -462,14 +476,7 @@ impl CompiledSemantic {
         prompt_version: Option<&str>,
         exact_key: &str,
     ) -> Result<Lookup, Skip> {
-        let q = question(body).ok_or(Skip::NotAQuestion)?;
-        let n = q.trim().chars().count();
-        if n < self.min_chars.max(1) {
-            return Err(Skip::TooShort);
-        }
-        if n > self.max_chars {
-            return Err(Skip::TooLong);
-        }
+        let q = self.qualifying_question(body)?;
         let messages: &[Value] = match body.get("messages") {
             Some(Value::Array(m)) => m.get(..m.len().saturating_sub(1)).unwrap_or_default(),
             _ => &[],
@@ -510,11 +517,7 @@ impl CompiledSemantic {
     /// semantic tier (its question's characters / 4, rounded up), for the
     /// budget reservation; `None` when its question does not qualify.
     pub fn embedding_estimate(&self, body: &Map<String, Value>) -> Option<u64> {
-        let q = question(body)?;
-        let n = q.trim().chars().count();
-        if n < self.min_chars.max(1) || n > self.max_chars {
-            return None;
-        }
+        let q = self.qualifying_question(body).ok()?;
         Some(
             u64::try_from(q.chars().count())
                 .unwrap_or(u64::MAX)

@@ -339,7 +339,10 @@ impl Seen {
         };
         // Indices are hashes already; the multiply spreads the low bits.
         let mut pos = (i.wrapping_mul(0x9e37_79b1) >> 8) as usize & mask;
-        loop {
+        // The table is at most half full (see `begin`), so an empty slot
+        // comes within `mask + 1` probes; the bound keeps a wrong size
+        // estimate from ever looping.
+        for _ in 0..=mask {
             match self.table.get_mut(pos) {
                 Some(slot) if *slot == i => return false,
                 Some(slot) if *slot == EMPTY => {
@@ -352,6 +355,7 @@ impl Seen {
                 None => return true,
             }
         }
+        true
     }
 
     fn clear(&mut self) {

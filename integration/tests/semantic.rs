@@ -567,3 +567,45 @@ fn the_semantic_tier_works_on_a_redis_8_cluster_through_redis_proxy() {
         .count();
     assert!(shards >= 2, "semantic keys on {shards} shard(s)");
 }
+
+#[test]
+fn a_lookups_embedding_is_reserved_with_the_chat_estimate() {
+    // A key whose tokens-per-minute limit holds the chat estimate exactly
+    // (input estimate + max_tokens 1): the question's embedding, reserved
+    // up front for the semantic tier, tips it over; an opted-out request
+    // (no embedding) fits.
+    let body = json!({"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 1,
+                      "messages": [{"role": "user", "content": "What is the capital of France, in one word?"}]});
+    let chat_estimate = llmgate::core::usage::estimate_input_tokens_map(
+        llmgate::core::api::Api::OpenAi,
+        body.as_object().unwrap(),
+    ) + 1;
+    let cfg = config(json!({
+        "cache": {"enabled": true, "l1_bytes": 0, "timeout_ms": 2000,
+                  "semantic": {"enabled": true, "threshold": 0.9, "timeout_ms": 3000,
+                               "embeddings": {"model": "mock-embed", "timeout_ms": 3000}}},
+        "keys": [{"id": "demo", "sha256": sha256_hex(DEMO_KEY.as_bytes()), "tenant": "demo",
+                  "limits": {"tokens_per_minute": chat_estimate}}],
+        "pricing": {"models": {"mock-embed": {"input_per_mtok": 100.0, "output_per_mtok": 0.0}}}
+    }));
+    let mut opts = Options::new(&cfg);
+    opts.vectors = true;
+    let s = Stack::start(opts);
+    let r = s.send(&Request::openai(body.clone()));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "rate_limit_exceeded",
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        (chat_calls(&s), embed_calls(&s)),
+        (0, 0),
+        "refused before any call"
+    );
+    let r = s.send(&Request::openai(body).header("x-llmgate-cache", "no-semantic"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((chat_calls(&s), embed_calls(&s)), (1, 0));
+}

@@ -121,7 +121,10 @@ fn read_jsonl(path: &Path) -> Res<Vec<Value>> {
 /// Writes, for every record's `text` (normalised as the filter does), the
 /// distinct feature indices of each scored span (the whole text, then its
 /// windows): `<out>.idx` holds little-endian u32 pairs (record number,
-/// feature count) per span, `<out>.feat` the feature indices (u32 LE).
+/// feature count) per span, `<out>.feat` the feature indices (u32 LE),
+/// `<out>.len` u32 pairs (normalised length in bytes, word count) per record:
+/// what the filter uses to pick the length class's bias and to skip texts
+/// of fewer than three words.
 fn dump_features(input: &str, output: &str) -> Res<()> {
     let recs = read_jsonl(Path::new(input))?;
     let open = |ext: &str| -> Res<std::io::BufWriter<std::fs::File>> {
@@ -131,6 +134,7 @@ fn dump_features(input: &str, output: &str) -> Res<()> {
     };
     let mut idx = open("idx")?;
     let mut feat = open("feat")?;
+    let mut lens = open("len")?;
     let mut words = Vec::new();
     let mut spans = Vec::new();
     let mut f: Vec<u32> = Vec::new();
@@ -139,6 +143,11 @@ fn dump_features(input: &str, output: &str) -> Res<()> {
         let norm = normalise::normalise(text);
         classifier::words(&norm, &mut words);
         classifier::spans(&norm, &mut spans);
+        for v in [norm.len(), words.len()] {
+            let v = u32::try_from(v).unwrap_or(u32::MAX);
+            lens.write_all(&v.to_le_bytes())
+                .map_err(|e| e.to_string())?;
+        }
         for &(s, e) in &spans {
             f.clear();
             let ws = classifier::words_in(&words, s, e);
@@ -158,6 +167,7 @@ fn dump_features(input: &str, output: &str) -> Res<()> {
     }
     idx.flush().map_err(|e| e.to_string())?;
     feat.flush().map_err(|e| e.to_string())?;
+    lens.flush().map_err(|e| e.to_string())?;
     Ok(())
 }
 

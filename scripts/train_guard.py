@@ -37,13 +37,18 @@ Training (licence checked per source and per record):
   instance learning: the payload of an indirect injection sits in one
   window, the rest of that document is benign).
 
-Operating point: the bias is shifted so that probability 0.5 is the
-threshold at which the benign training texts (out-of-fold maxima over spans)
-score above it at a rate of TARGET_FPR, averaged over the benign sources (a
-large easy source cannot hide a hard one); then raised, if needed, above the
-highest score of our templated benign directives plus DIRECTIVE_MARGIN (the
-mock's REPLY:/SYSTEM?/TOOL: messages, judge prompts, system prompts, task
-instructions, questions must never be blocked).
+Operating points, one per length class (SHORT_BELOW bytes of normalised
+text): each class's bias is shifted so that probability 0.5 is the threshold
+at which that class's benign training texts (out-of-fold maxima over spans,
+texts the filter's classifier reads) score above it at a rate of TARGET_FPR
+(short) or TARGET_FPR_LONG (long), averaged over the benign sources (a large
+easy source cannot hide a hard one); then raised, if needed, above the
+highest score of our templated benign directives of that class plus
+DIRECTIVE_MARGIN (the mock's REPLY:/SYSTEM?/TOOL: messages, judge prompts,
+system prompts, task instructions, questions must never be blocked). Short
+texts rest on the weights of a phrase or two, so the directives pin their
+threshold; long texts (documents, role-play templates, where most attacks
+hide) no longer pay for it.
 
 Wrapper augmentation: a fifth of the training texts is added once more
 inside a directive wrapper (WRAPPERS) with its own label, so wrappers such as
@@ -72,9 +77,18 @@ SEED = 20261130
 BITS = 20
 DIM = 1 << BITS
 # Target false-positive rate on out-of-fold benign training texts (maxima
-# over spans), averaged over the benign sources; the exported bias puts this
-# operating point at 0.5.
+# over spans), averaged over the benign sources, per length class (below):
+# the exported biases put these operating points at 0.5.
 TARGET_FPR = 0.007
+TARGET_FPR_LONG = 0.015
+# Length class: a text whose normalised form is shorter than this many bytes
+# is "short" and has its own bias (its score rests on the weights of a phrase
+# or two; the benign directives, short instructions, decide its floor); the
+# long ones (documents, role-play templates, where most attacks hide) are
+# calibrated on long benign texts only.
+SHORT_BELOW = 100
+# The filter leaves texts of fewer words to the rules (MIN_CLASSIFIER_WORDS).
+MIN_WORDS = 3
 # Weight of a benign window relative to a whole text.
 WINDOW_WEIGHT = 0.5
 # Extra weight of our own benign texts (the only informal, multilingual and
@@ -250,6 +264,9 @@ def features(root, texts):
         subprocess.run(cmd, cwd=root, check=True)
         idx = np.fromfile(out + ".idx", dtype="<u4").reshape(-1, 2)
         feat = np.fromfile(out + ".feat", dtype="<u4")
+        lens = np.fromfile(out + ".len", dtype="<u4").reshape(-1, 2).astype(np.int64)
+    if len(lens) != len(texts):
+        sys.exit("length dump does not cover every text")
     span_text = idx[:, 0].astype(np.int64)
     counts = idx[:, 1].astype(np.int64)
     if len(span_text) == 0 or span_text[-1] != len(texts) - 1:
@@ -258,18 +275,34 @@ def features(root, texts):
     vals = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1)), counts).astype(np.float32)
     X = sp.csr_matrix((vals, feat.astype(np.int32), indptr), shape=(len(counts), DIM))
     first = np.concatenate([[True], span_text[1:] != span_text[:-1]])
-    return X, span_text, first
+    return X, span_text, first, lens
 
 
 class Spans:
     """Spans of texts: X (CSR), the text of each span, whole-text flags."""
 
-    def __init__(self, X, span_text, first, n_texts):
+    def __init__(self, X, span_text, first, n_texts, lens=None):
         self.X = X
+        # per text: normalised length in bytes, word count
+        self.lens = lens if lens is not None else np.zeros((n_texts, 2), dtype=np.int64)
         self.span_text = span_text
         self.first = first
         self.whole = np.flatnonzero(first)  # span index of each text's whole span
         self.n_texts = n_texts
+
+    def short(self, ids):
+        """True for the texts (ids) of the short length class."""
+        return self.lens[np.asarray(ids, dtype=np.int64), 0] < SHORT_BELOW
+
+    def classified(self, ids):
+        """True for the texts (ids) the filter's classifier scores."""
+        return self.lens[np.asarray(ids, dtype=np.int64), 1] >= MIN_WORDS
+
+    def flagged(self, scores, ids, thr_short, thr_long):
+        """Which texts (ids) score above their length class's threshold."""
+        ids = np.asarray(ids, dtype=np.int64)
+        thr = np.where(self.short(ids), thr_short, thr_long)
+        return self.classified(ids) & (scores[ids] > thr)
 
     def text_max(self, scores):
         """Maximum over each text's spans."""
@@ -393,8 +426,8 @@ def main():
         texts.append(wrapped)
     log(f"wrapped training texts: {len(aug)}")
     t0 = time.time()
-    X, span_text, first = features(root, texts)
-    S = Spans(X, span_text, first, len(texts))
+    X, span_text, first, lens = features(root, texts)
+    S = Spans(X, span_text, first, len(texts), lens)
     log(f"features: {X.shape[0]} spans of {len(texts)} texts, {X.nnz} non-zeros, {time.time() - t0:.1f} s")
 
     # one training row per text
@@ -426,40 +459,52 @@ def main():
         coef, b = fit(S, tids[tr], ty[tr], tw[tr], args.C, log=log)
         oof[~tr] = text_scores(S, coef, b)[tids[~tr]]
     wrapped = np.char.endswith(tsrc.astype(str), "+wrapped")
-    cal = (ty == 0) & ~np.isin(tsrc, NOT_CALIBRATION) & ~wrapped
-    thr = threshold_at(oof[cal], TARGET_FPR, tsrc[cal])
-    log(f"out-of-fold: threshold logit {thr:.3f}: detection {np.mean(oof[ty == 1] > thr):.3f}, FPR {np.mean(oof[ty == 0] > thr):.4f}")
+    cal = (ty == 0) & ~np.isin(tsrc, NOT_CALIBRATION) & ~wrapped & S.classified(tids)
+    short = S.short(tids)
+    thr_s = threshold_at(oof[cal & short], TARGET_FPR, tsrc[cal & short])
+    thr_l = threshold_at(oof[cal & ~short], TARGET_FPR_LONG, tsrc[cal & ~short])
+    oof_flag = np.where(short, oof > thr_s, oof > thr_l) & S.classified(tids)
+    log(f"out-of-fold: threshold logit short {thr_s:.3f} long {thr_l:.3f}: detection {np.mean(oof_flag[ty == 1]):.3f}, FPR {np.mean(oof_flag[ty == 0]):.4f}")
     for s in sorted(set(tsrc)):
         m = tsrc == s
         a, bn = m & (ty == 1), m & (ty == 0)
-        log(f"  oof {s:32s} attacks {a.sum():6d} det {np.mean(oof[a] > thr) if a.any() else float('nan'):.3f}   benign {bn.sum():6d} fpr {np.mean(oof[bn] > thr) if bn.any() else float('nan'):.4f}")
+        log(f"  oof {s:32s} attacks {a.sum():6d} det {np.mean(oof_flag[a]) if a.any() else float('nan'):.3f}   benign {bn.sum():6d} fpr {np.mean(oof_flag[bn]) if bn.any() else float('nan'):.4f}")
 
     coef, b = fit(S, tids, ty, tw, args.C, log=log)
     q, scale = quantise(coef)
-    # Benign-directive floor: the operating point never sits below the score
-    # of a templated benign directive (trained or in the held-out fifth; the
-    # `literal` and `handwritten` rows stay unseen), plus a margin.
+    if os.environ.get("LLMGATE_GUARD_DUMP"):  # for offline analysis of the calibration
+        np.savez(os.environ["LLMGATE_GUARD_DUMP"], oof=oof, tids=tids, ty=ty, tsrc=tsrc.astype(str), q=q, scale=scale, b=b)
+    # Benign-directive floor, per length class: the operating point never
+    # sits below the score of a templated benign directive the classifier
+    # reads (trained or in the held-out fifth; the `literal` and
+    # `handwritten` rows stay unseen), plus a margin.
     final = text_scores(S, q.astype(np.float64) * scale, b)
-    dirs = sorted({r["_t"] for r in recs if r["_source"] == "benign_directives"})
-    if dirs:
-        floor = float(np.max(final[dirs])) + DIRECTIVE_MARGIN
-        log(f"benign-directive floor: max logit {floor - DIRECTIVE_MARGIN:.3f} + {DIRECTIVE_MARGIN} vs threshold {thr:.3f}")
-        thr = max(thr, floor)
-    bias = b - thr
-    blob = b"LGC2" + bytes([BITS, 0, 0, 0]) + struct.pack("<ff", scale, bias) + q.tobytes()
+    dirs = np.array(sorted({r["_t"] for r in recs if r["_source"] == "benign_directives"}), dtype=np.int64)
+    dirs = dirs[S.classified(dirs)]
+    for name, ds in (("short", dirs[S.short(dirs)]), ("long", dirs[~S.short(dirs)])):
+        if len(ds) == 0:
+            continue
+        floor = float(np.max(final[ds])) + DIRECTIVE_MARGIN
+        log(f"benign-directive floor ({name}): max logit {floor - DIRECTIVE_MARGIN:.3f} + {DIRECTIVE_MARGIN} vs threshold {thr_s if name == 'short' else thr_l:.3f}")
+        if name == "short":
+            thr_s = max(thr_s, floor)
+        else:
+            thr_l = max(thr_l, floor)
+    bias_s, bias_l = b - thr_s, b - thr_l
+    blob = b"LGC3" + bytes([BITS, 0, 0, 0]) + struct.pack("<fffI", scale, bias_l, bias_s, SHORT_BELOW) + q.tobytes()
     out = os.path.join(root, args.out) if not os.path.isabs(args.out) else args.out
     with open(out, "wb") as f:
         f.write(blob)
-    log(f"wrote {out}: {len(blob)} bytes, {int(np.count_nonzero(q))} non-zero weights, scale {scale:.5f}")
+    log(f"wrote {out}: {len(blob)} bytes, {int(np.count_nonzero(q))} non-zero weights, scale {scale:.5f}, bias long {bias_l:.3f} short {bias_s:.3f}")
 
     # held-out numbers of the exported (quantised) model, classifier only
-    ho = text_scores(S, q.astype(np.float64) * scale, bias)
+    ho = text_scores(S, q.astype(np.float64) * scale, 0.0)
     seen = set()
     rows = []
     for r in recs:
         if r["_heldout"] and not r["_train"] and r["_t"] not in seen:
             seen.add(r["_t"])
-            rows.append((r["_source"], r["label"], ho[r["_t"]] > 0))
+            rows.append((r["_source"], r["label"], bool(S.flagged(ho, [r["_t"]], -bias_s, -bias_l)[0])))
     for lab in ("attack", "benign"):
         v = [d for _, l, d in rows if l == lab]
         log(f"held-out {lab}: n {len(v)}, flagged {np.mean(v):.4f}")
@@ -494,18 +539,26 @@ def loso(args, root, recs, S, tids, ty, tw, tsrc, log):
         sc = text_scores(S, coef, b)
         cal_pairs = sorted({(t, src) for src, ts in ho_benign.items() if src != s and src not in NOT_CALIBRATION for t in ts})
         cal = np.array([t for t, _ in cal_pairs], dtype=np.int64)
-        thr = threshold_at(sc[cal], TARGET_FPR, [src for _, src in cal_pairs])
+        cal_src = np.array([src for _, src in cal_pairs])
+        keep_cal = S.classified(cal)
+        cal, cal_src = cal[keep_cal], cal_src[keep_cal]
+        cs = S.short(cal)
+        thr_s = threshold_at(sc[cal[cs]], TARGET_FPR, cal_src[cs])
+        thr_l = threshold_at(sc[cal[~cs]], TARGET_FPR_LONG, cal_src[~cs])
         trained = set(tids[keep].tolist())
         att = sorted({r["_t"] for r in by_source[s] if r["label"] == "attack" and r["_t"] not in trained})
         ben = sorted({r["_t"] for r in by_source[s] if r["label"] == "benign" and r["_t"] not in trained})
-        det = float(np.mean(sc[att] > thr)) if att else None
-        fpr = float(np.mean(sc[ben] > thr)) if ben else None
-        cal_fpr = float(np.mean(sc[cal] > thr))
-        results.append({"source": s, "attacks": len(att), "detection": det, "benign": len(ben), "fpr": fpr, "calibration_fpr": cal_fpr, "attack_texts": att, "benign_texts": ben, "threshold": thr})
+        det = float(np.mean(S.flagged(sc, att, thr_s, thr_l))) if att else None
+        fpr = float(np.mean(S.flagged(sc, ben, thr_s, thr_l))) if ben else None
+        cal_fpr = float(np.mean(S.flagged(sc, cal, thr_s, thr_l)))
+        results.append({"source": s, "attacks": len(att), "detection": det, "benign": len(ben), "fpr": fpr, "calibration_fpr": cal_fpr, "attack_texts": att, "benign_texts": ben, "threshold": thr_l, "threshold_short": thr_s})
         fmt = lambda x: "  -  " if x is None else f"{x:.4f}"  # noqa: E731
         log(f"loso {s:32s} attacks {len(att):6d} det {fmt(det)}  benign {len(ben):6d} fpr {fmt(fpr)}  ({time.time() - t0:.0f} s)")
-        # scores of the left-out texts, for combining with the rules
-        results[-1]["scores"] = {str(t): float(sc[t] - thr) for t in att + ben}
+        # scores of the left-out texts over their class's threshold (texts
+        # the classifier does not read: -inf), for combining with the rules
+        results[-1]["scores"] = {
+            str(t): float(sc[t] - (thr_s if S.short([t])[0] else thr_l)) if S.classified([t])[0] else -1e9 for t in att + ben
+        }
     out = os.path.join(root, "target", "guard-loso.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:

@@ -11,7 +11,10 @@
 //!
 //! Each distinct feature of a scored span adds 1/sqrt(N) (N = distinct
 //! features in the span), so logit = bias + scale * sum(w[i]) / sqrt(N);
-//! repetition alone cannot raise it.
+//! repetition alone cannot raise it. The bias depends on the length of the
+//! whole text: short texts (few features, where the weights of one or two
+//! phrases decide) have their own operating point, calibrated apart from the
+//! long ones (documents, role-play templates) where most attacks hide.
 //!
 //! Scored spans ([`spans`]): the whole text and, when it is longer than
 //! [`WINDOW`] bytes, every window of [`WINDOW`] bytes starting each
@@ -412,15 +415,22 @@ pub struct Model {
     weights: &'static [u8],
     scale: f32,
     bias: f32,
+    /// Bias of texts shorter than `short_below` bytes (normalised): short
+    /// texts carry few features and have their own operating point.
+    bias_short: f32,
+    short_below: usize,
 }
 
 /// The shipped weights.
 pub static MODEL_BYTES: &[u8] = include_bytes!("guard_model.bin");
-const MAGIC: &[u8; 4] = b"LGC2";
+const MAGIC: &[u8; 4] = b"LGC3";
+const HEADER: usize = 24;
 
 impl Model {
-    /// Decodes a weights file: `LGC2`, u8 bits, 3 reserved bytes, f32 LE
-    /// scale, f32 LE bias, then 2^bits i8 weights.
+    /// Decodes a weights file: `LGC3`, u8 bits, 3 reserved bytes, f32 LE
+    /// scale, f32 LE bias, f32 LE bias of short texts, u32 LE length (bytes
+    /// of normalised text) below which a text is short, then 2^bits i8
+    /// weights.
     pub fn decode(bytes: &'static [u8]) -> Option<Model> {
         if bytes.get(..4)? != MAGIC || u32::from(*bytes.get(4)?) != BITS {
             return None;
@@ -431,14 +441,19 @@ impl Model {
         };
         let scale = f(8)?;
         let bias = f(12)?;
-        let weights = bytes.get(16..16 + (1usize << BITS))?;
-        if !scale.is_finite() || !bias.is_finite() {
+        let bias_short = f(16)?;
+        let cut: [u8; 4] = bytes.get(20..24)?.try_into().ok()?;
+        let short_below = usize::try_from(u32::from_le_bytes(cut)).ok()?;
+        let weights = bytes.get(HEADER..HEADER + (1usize << BITS))?;
+        if !scale.is_finite() || !bias.is_finite() || !bias_short.is_finite() {
             return None;
         }
         Some(Model {
             weights,
             scale,
             bias,
+            bias_short,
+            short_below,
         })
     }
 
@@ -447,6 +462,16 @@ impl Model {
         Self::decode(MODEL_BYTES)
     }
 
+    /// The bias of a text of `len` bytes (normalised, whole text).
+    fn bias_for(&self, len: usize) -> f32 {
+        if len < self.short_below {
+            self.bias_short
+        } else {
+            self.bias
+        }
+    }
+
+    /// Logit of one span without the bias.
     fn logit_of(&self, text: &[u8], words: &[Word], seen: &mut Seen) -> f32 {
         let mut sum: i32 = 0;
         let mut n: u32 = 0;
@@ -461,13 +486,14 @@ impl Model {
         });
         seen.clear();
         if n == 0 {
-            return self.bias;
+            return 0.0;
         }
-        self.bias + self.scale * sum as f32 / (n as f32).sqrt()
+        self.scale * sum as f32 / (n as f32).sqrt()
     }
 
     /// Probability that `text` (normalised) is an injection: the maximum
-    /// over its [`spans`]. `all_words` are the words of the whole text;
+    /// over its [`spans`], with the bias of the whole text's length class.
+    /// `all_words` are the words of the whole text;
     /// `spans_buf` is reused between calls.
     pub fn score(
         &self,
@@ -483,7 +509,7 @@ impl Model {
                 let ws = words_in(all_words, s, e);
                 best = best.max(self.logit_of(b.get(s..e).unwrap_or(&[]), ws, seen));
             }
-            sigmoid(best)
+            sigmoid(best + self.bias_for(text.len()))
         })
     }
 }
@@ -611,9 +637,9 @@ mod tests {
                     .map(|&i| i32::from(m.weights[i as usize] as i8))
                     .sum();
                 let want = if set.is_empty() {
-                    m.bias
+                    0.0
                 } else {
-                    m.bias + m.scale * sum as f32 / (set.len() as f32).sqrt()
+                    m.scale * sum as f32 / (set.len() as f32).sqrt()
                 };
                 let got = with_seen(|seen| m.logit_of(t.as_bytes(), &w, seen));
                 assert_eq!(got.to_bits(), want.to_bits(), "{} bytes", t.len());
@@ -641,6 +667,34 @@ mod tests {
         g.dedup();
         assert_eq!(f.len(), g.len());
         assert!(f.iter().all(|&i| i <= MASK));
+    }
+
+    #[test]
+    fn the_bias_follows_the_length_class() {
+        let mut blob = b"LGC3".to_vec();
+        blob.extend([BITS as u8, 0, 0, 0]);
+        for v in [1.0f32, -1.0, -3.0] {
+            blob.extend(v.to_le_bytes());
+        }
+        blob.extend(20u32.to_le_bytes());
+        blob.extend(vec![0u8; 1 << BITS]);
+        let m = Model::decode(Box::leak(blob.clone().into_boxed_slice())).unwrap();
+        let (mut w, mut sc) = (Vec::new(), Vec::new());
+        let mut p = |t: &str| {
+            words(t, &mut w);
+            m.score(t, &w, &mut sc)
+        };
+        // zero weights: the score is the bias of the class
+        assert_eq!(p("short text"), sigmoid(-3.0));
+        assert_eq!(p("a text of twenty bytes"), sigmoid(-1.0));
+        // a truncated or non-finite header is refused
+        assert!(Model::decode(Box::leak(blob[..23].to_vec().into_boxed_slice())).is_none());
+        let mut bad = blob.clone();
+        bad[16..20].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(Model::decode(Box::leak(bad.into_boxed_slice())).is_none());
+        let mut old = blob;
+        old[3] = b'2';
+        assert!(Model::decode(Box::leak(old.into_boxed_slice())).is_none());
     }
 
     #[test]

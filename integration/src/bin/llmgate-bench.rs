@@ -1039,6 +1039,15 @@ fn find<'a>(rows: &'a [Row], scenario: &str, body: &str) -> Option<&'a [Point; 2
         })
 }
 
+/// Relative change of the fleet row's p50 over the local row's, at 1 and 32
+/// connections.
+fn p50_change(fleet: &[Point; 2], local: &[Point; 2]) -> [f64; 2] {
+    [
+        (fleet[0].p50 - local[0].p50) / local[0].p50.max(1.0),
+        (fleet[1].p50 - local[1].p50) / local[1].p50.max(1.0),
+    ]
+}
+
 /// Median of the values (0 when there are none).
 fn median(v: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
@@ -1390,10 +1399,7 @@ impl Report<'_> {
             find(self.rows, "fleet", "1 KB"),
             find(self.rows, "budgets", "1 KB"),
         ) {
-            let one = [
-                (f[0].p50 - l[0].p50) / l[0].p50.max(1.0),
-                (f[1].p50 - l[1].p50) / l[1].p50.max(1.0),
-            ];
+            let one = p50_change(f, l);
             // with alternating pairs, the median of their differences (the
             // two stacks measured minutes apart drift by more than 10%)
             let (d, how) = if self.fleet_pairs.is_empty() {
@@ -1678,10 +1684,7 @@ fn fleet_pairs(bench: &mut Bench, rows: &[Row], bodies: &[Body]) -> Vec<[f64; 2]
         run_stack(bench, local, one, &mut r);
         run_stack(bench, fleet, one, &mut r);
         if let (Some(f), Some(l)) = (find(&r, "fleet", "1 KB"), find(&r, "budgets", "1 KB")) {
-            out.push([
-                (f[0].p50 - l[0].p50) / l[0].p50.max(1.0),
-                (f[1].p50 - l[1].p50) / l[1].p50.max(1.0),
-            ]);
+            out.push(p50_change(f, l));
         }
     }
     out

@@ -281,10 +281,10 @@ def features(root, texts):
 class Spans:
     """Spans of texts: X (CSR), the text of each span, whole-text flags."""
 
-    def __init__(self, X, span_text, first, n_texts, lens=None):
+    def __init__(self, X, span_text, first, n_texts, lens):
         self.X = X
         # per text: normalised length in bytes, word count
-        self.lens = lens if lens is not None else np.zeros((n_texts, 2), dtype=np.int64)
+        self.lens = lens
         self.span_text = span_text
         self.first = first
         self.whole = np.flatnonzero(first)  # span index of each text's whole span
@@ -298,11 +298,15 @@ class Spans:
         """True for the texts (ids) the filter's classifier scores."""
         return self.lens[np.asarray(ids, dtype=np.int64), 1] >= MIN_WORDS
 
+    def thresholds(self, ids, thr_short, thr_long):
+        """Per text (ids): its length class's threshold; +inf for the texts
+        the filter's classifier does not read."""
+        return np.where(self.classified(ids), np.where(self.short(ids), thr_short, thr_long), np.inf)
+
     def flagged(self, scores, ids, thr_short, thr_long):
-        """Which texts (ids) score above their length class's threshold."""
-        ids = np.asarray(ids, dtype=np.int64)
-        thr = np.where(self.short(ids), thr_short, thr_long)
-        return self.classified(ids) & (scores[ids] > thr)
+        """Which texts (ids; `scores` aligned with them) score above their
+        length class's threshold."""
+        return np.asarray(scores) > self.thresholds(ids, thr_short, thr_long)
 
     def text_max(self, scores):
         """Maximum over each text's spans."""
@@ -463,7 +467,7 @@ def main():
     short = S.short(tids)
     thr_s = threshold_at(oof[cal & short], TARGET_FPR, tsrc[cal & short])
     thr_l = threshold_at(oof[cal & ~short], TARGET_FPR_LONG, tsrc[cal & ~short])
-    oof_flag = np.where(short, oof > thr_s, oof > thr_l) & S.classified(tids)
+    oof_flag = S.flagged(oof, tids, thr_s, thr_l)
     log(f"out-of-fold: threshold logit short {thr_s:.3f} long {thr_l:.3f}: detection {np.mean(oof_flag[ty == 1]):.3f}, FPR {np.mean(oof_flag[ty == 0]):.4f}")
     for s in sorted(set(tsrc)):
         m = tsrc == s
@@ -481,16 +485,14 @@ def main():
     final = text_scores(S, q.astype(np.float64) * scale, b)
     dirs = np.array(sorted({r["_t"] for r in recs if r["_source"] == "benign_directives"}), dtype=np.int64)
     dirs = dirs[S.classified(dirs)]
+    thr = {"short": thr_s, "long": thr_l}
     for name, ds in (("short", dirs[S.short(dirs)]), ("long", dirs[~S.short(dirs)])):
         if len(ds) == 0:
             continue
         floor = float(np.max(final[ds])) + DIRECTIVE_MARGIN
-        log(f"benign-directive floor ({name}): max logit {floor - DIRECTIVE_MARGIN:.3f} + {DIRECTIVE_MARGIN} vs threshold {thr_s if name == 'short' else thr_l:.3f}")
-        if name == "short":
-            thr_s = max(thr_s, floor)
-        else:
-            thr_l = max(thr_l, floor)
-    bias_s, bias_l = b - thr_s, b - thr_l
+        log(f"benign-directive floor ({name}): max logit {floor - DIRECTIVE_MARGIN:.3f} + {DIRECTIVE_MARGIN} vs threshold {thr[name]:.3f}")
+        thr[name] = max(thr[name], floor)
+    bias_s, bias_l = b - thr["short"], b - thr["long"]
     blob = b"LGC3" + bytes([BITS, 0, 0, 0]) + struct.pack("<fffI", scale, bias_l, bias_s, SHORT_BELOW) + q.tobytes()
     out = os.path.join(root, args.out) if not os.path.isabs(args.out) else args.out
     with open(out, "wb") as f:
@@ -499,12 +501,13 @@ def main():
 
     # held-out numbers of the exported (quantised) model, classifier only
     ho = text_scores(S, q.astype(np.float64) * scale, 0.0)
+    flags = S.flagged(ho, np.arange(S.n_texts), -bias_s, -bias_l)
     seen = set()
     rows = []
     for r in recs:
         if r["_heldout"] and not r["_train"] and r["_t"] not in seen:
             seen.add(r["_t"])
-            rows.append((r["_source"], r["label"], bool(S.flagged(ho, [r["_t"]], -bias_s, -bias_l)[0])))
+            rows.append((r["_source"], r["label"], bool(flags[r["_t"]])))
     for lab in ("attack", "benign"):
         v = [d for _, l, d in rows if l == lab]
         log(f"held-out {lab}: n {len(v)}, flagged {np.mean(v):.4f}")
@@ -548,17 +551,17 @@ def loso(args, root, recs, S, tids, ty, tw, tsrc, log):
         trained = set(tids[keep].tolist())
         att = sorted({r["_t"] for r in by_source[s] if r["label"] == "attack" and r["_t"] not in trained})
         ben = sorted({r["_t"] for r in by_source[s] if r["label"] == "benign" and r["_t"] not in trained})
-        det = float(np.mean(S.flagged(sc, att, thr_s, thr_l))) if att else None
-        fpr = float(np.mean(S.flagged(sc, ben, thr_s, thr_l))) if ben else None
-        cal_fpr = float(np.mean(S.flagged(sc, cal, thr_s, thr_l)))
+        det = float(np.mean(S.flagged(sc[att], att, thr_s, thr_l))) if att else None
+        fpr = float(np.mean(S.flagged(sc[ben], ben, thr_s, thr_l))) if ben else None
+        cal_fpr = float(np.mean(S.flagged(sc[cal], cal, thr_s, thr_l)))
         results.append({"source": s, "attacks": len(att), "detection": det, "benign": len(ben), "fpr": fpr, "calibration_fpr": cal_fpr, "attack_texts": att, "benign_texts": ben, "threshold": thr_l, "threshold_short": thr_s})
         fmt = lambda x: "  -  " if x is None else f"{x:.4f}"  # noqa: E731
         log(f"loso {s:32s} attacks {len(att):6d} det {fmt(det)}  benign {len(ben):6d} fpr {fmt(fpr)}  ({time.time() - t0:.0f} s)")
         # scores of the left-out texts over their class's threshold (texts
-        # the classifier does not read: -inf), for combining with the rules
-        results[-1]["scores"] = {
-            str(t): float(sc[t] - (thr_s if S.short([t])[0] else thr_l)) if S.classified([t])[0] else -1e9 for t in att + ben
-        }
+        # the classifier does not read: -1e9), for combining with the rules
+        left = np.array(att + ben, dtype=np.int64)
+        margin = np.maximum(sc[left] - S.thresholds(left, thr_s, thr_l), -1e9)
+        results[-1]["scores"] = {str(t): float(m) for t, m in zip(left, margin)}
     out = os.path.join(root, "target", "guard-loso.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:

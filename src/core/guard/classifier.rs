@@ -435,15 +435,12 @@ impl Model {
         if bytes.get(..4)? != MAGIC || u32::from(*bytes.get(4)?) != BITS {
             return None;
         }
-        let f = |o: usize| -> Option<f32> {
-            let s: [u8; 4] = bytes.get(o..o + 4)?.try_into().ok()?;
-            Some(f32::from_le_bytes(s))
-        };
+        let word = |o: usize| -> Option<[u8; 4]> { bytes.get(o..o + 4)?.try_into().ok() };
+        let f = |o: usize| word(o).map(f32::from_le_bytes);
         let scale = f(8)?;
         let bias = f(12)?;
         let bias_short = f(16)?;
-        let cut: [u8; 4] = bytes.get(20..24)?.try_into().ok()?;
-        let short_below = usize::try_from(u32::from_le_bytes(cut)).ok()?;
+        let short_below = usize::try_from(u32::from_le_bytes(word(20)?)).ok()?;
         let weights = bytes.get(HEADER..HEADER + (1usize << BITS))?;
         if !scale.is_finite() || !bias.is_finite() || !bias_short.is_finite() {
             return None;

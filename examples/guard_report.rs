@@ -22,6 +22,9 @@ mod core {
     pub use llmgate::core::error;
     pub mod guard;
 }
+#[allow(dead_code)]
+#[path = "../src/core/guard/evasion.rs"]
+mod evasion;
 
 use self::core::api::Api;
 use self::core::guard::classifier;
@@ -1283,95 +1286,6 @@ fn cpu_ns() -> Option<u64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
-fn b64_encode(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            if k <= c.len() {
-                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The evasion transformations.
-const EVASIONS: &[&str] = &[
-    "plain",
-    "uppercase",
-    "base64",
-    "letter_spaced",
-    "leetspeak",
-    "homoglyph",
-    "zero_width",
-    "fullwidth",
-];
-
-fn evade(kind: &str, t: &str) -> String {
-    match kind {
-        "uppercase" => t.to_uppercase(),
-        "base64" => b64_encode(t.as_bytes()),
-        "letter_spaced" => {
-            let v: Vec<String> = t.chars().map(|c| c.to_string()).collect();
-            v.join(" ")
-        }
-        "leetspeak" => t
-            .to_lowercase()
-            .chars()
-            .map(|c| match c {
-                'a' => '4',
-                'e' => '3',
-                'i' => '1',
-                'o' => '0',
-                's' => '5',
-                't' => '7',
-                c => c,
-            })
-            .collect(),
-        "homoglyph" => t
-            .chars()
-            .map(|c| match c {
-                'a' => '\u{0430}',
-                'e' => '\u{0435}',
-                'o' => '\u{043E}',
-                'p' => '\u{0440}',
-                'c' => '\u{0441}',
-                'x' => '\u{0445}',
-                c => c,
-            })
-            .collect(),
-        "zero_width" => {
-            let mut o = String::new();
-            let mut prev_alpha = false;
-            for c in t.chars() {
-                if prev_alpha && c.is_alphanumeric() {
-                    o.push('\u{200B}');
-                }
-                o.push(c);
-                prev_alpha = c.is_alphanumeric();
-            }
-            o
-        }
-        "fullwidth" => t
-            .chars()
-            .map(|c| {
-                if ('!'..='~').contains(&c) {
-                    char::from_u32(c as u32 + 0xFEE0).unwrap_or(c)
-                } else {
-                    c
-                }
-            })
-            .collect(),
-        _ => t.to_string(),
-    }
-}
-
 fn fnv(s: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for &b in s.as_bytes() {
@@ -1438,12 +1352,18 @@ fn evasion_section(md: &mut String, files: &[(String, std::path::PathBuf)], g: &
     let _ = writeln!(md, "| transformation | attacks detected | relative to plain | benign detected as injection | benign with an `obfuscation` hint |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     let mut plain = 0u32;
-    for kind in EVASIONS {
-        let det = attacks.iter().filter(|t| flags(&evade(kind, t)).0).count() as u32;
+    for kind in evasion::KINDS {
+        let det = attacks
+            .iter()
+            .filter(|t| flags(&evasion::apply(kind, t)).0)
+            .count() as u32;
         if *kind == "plain" {
             plain = det;
         }
-        let bf: Vec<(bool, bool)> = benign.iter().map(|t| flags(&evade(kind, t))).collect();
+        let bf: Vec<(bool, bool)> = benign
+            .iter()
+            .map(|t| flags(&evasion::apply(kind, t)))
+            .collect();
         let b_inj = bf.iter().filter(|x| x.0).count();
         let b_obf = bf.iter().filter(|x| x.1).count();
         let rel = if plain == 0 {

@@ -832,4 +832,6 @@ fn visit_part(p: &mut Value, origin: Origin, f: &mut dyn FnMut(Origin, &mut Stri
 }
 
 #[cfg(test)]
+mod evasion;
+#[cfg(test)]
 mod tests;

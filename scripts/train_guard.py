@@ -97,6 +97,20 @@ OURS_WEIGHT = 3.0
 # Our generated benign texts (templates: many near-duplicates, so less each).
 GENERATED_WEIGHT = 1.0
 MIL_ROUNDS = 2
+# Naive-Bayes feature scaling (as in NBSVM, Wang & Manning 2012): before the
+# fit each feature is multiplied by 1 + NB_STRENGTH * r / mean(r), r being
+# the absolute log-ratio of its frequency in attack and benign training texts
+# (whole texts, add-one smoothing), and the fitted weights are multiplied
+# back, so the filter's model format and features stay the same. Features
+# that tell the classes apart cost less regularisation. Measured (held-out
+# fifth and never-trained ProtectAI rows, classifier alone, equal held-out
+# false positives): 0.5 gains 3 to 4 points on both and leaves every benign
+# directive further below the operating point than without; 1 and 3 gain
+# more on the held-out fifth but push short benign instructions of
+# llmgate's own tests ("Please say "alpha beta" in reverse order", a judge's
+# "Compare response A and response B ...") over it: the password game's
+# phrasing weighs more.
+NB_STRENGTH = 0.5
 # Benign sources left out of the calibration: WildGuardMix's "unharmful"
 # prompts are adversarial role-play framings labelled by harm, not by
 # manipulation (an injection detector may rightly flag them); they stay in
@@ -328,11 +342,16 @@ def fit(S, text_ids, y_text, w_text, C, rounds=MIL_ROUNDS, log=None):
     whole = S.first & span_in
     ben_win = (~S.first) & span_in & (y_of[S.span_text] == 0)
     att_win = (~S.first) & span_in & (y_of[S.span_text] == 1)
+    scale = nb_scale(S, text_ids, y_text) if NB_STRENGTH > 0 else None
     base_rows = np.flatnonzero(whole | ben_win)
     base_y = y_of[S.span_text[base_rows]].astype(np.int8)
     base_w = np.where(S.first[base_rows], 1.0, WINDOW_WEIGHT) * w_of[S.span_text[base_rows]]
     extra_rows = np.zeros(0, dtype=np.int64)
     clf = None
+
+    def unscale(coef):  # weights on the unscaled features
+        return coef if scale is None else scale @ coef
+
     for rnd in range(rounds + 1):
         rows = np.concatenate([base_rows, extra_rows])
         yy = np.concatenate([base_y, np.ones(len(extra_rows), dtype=np.int8)])
@@ -343,21 +362,34 @@ def fit(S, text_ids, y_text, w_text, C, rounds=MIL_ROUNDS, log=None):
         ww = np.where(yy == 1, ww * (pos + neg) / (2 * pos), ww * (pos + neg) / (2 * neg))
         t0 = time.time()
         clf = LogisticRegression(C=C, solver="liblinear", max_iter=200, random_state=SEED)
-        clf.fit(S.X[rows], yy, sample_weight=ww)
+        clf.fit(S.X[rows] if scale is None else S.X[rows] @ scale, yy, sample_weight=ww)
         if log:
             log(f"  fit round {rnd}: {len(rows)} spans, {time.time() - t0:.1f} s")
         if rnd == rounds or not att_win.any():
             break
         # the best window of each long attack joins as a positive
         aw = np.flatnonzero(att_win)
-        sc = S.X[aw] @ clf.coef_.ravel()
+        sc = S.X[aw] @ unscale(clf.coef_.ravel())
         best = {}
         for r, s in zip(aw, sc):
             t = S.span_text[r]
             if t not in best or s > best[t][0]:
                 best[t] = (s, r)
         extra_rows = np.array(sorted(r for _, r in best.values()), dtype=np.int64)
-    return clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0])
+    return unscale(clf.coef_.ravel().astype(np.float64)), float(clf.intercept_[0])
+
+
+def nb_scale(S, text_ids, y_text):
+    """The diagonal feature scaling of NB_STRENGTH, from the given training
+    texts' whole spans."""
+    text_ids = np.asarray(text_ids)
+    y_text = np.asarray(y_text)
+    W = S.X[S.whole[text_ids]]
+    W.data = np.ones_like(W.data)
+    p = np.asarray(W[y_text == 1].sum(0), dtype=np.float64).ravel() + 1.0
+    q = np.asarray(W[y_text == 0].sum(0), dtype=np.float64).ravel() + 1.0
+    r = np.abs(np.log((p / p.sum()) / (q / q.sum())))
+    return sp.diags(1.0 + NB_STRENGTH * r / r.mean()).tocsr()
 
 
 def quantise(coef):

@@ -97,20 +97,19 @@ OURS_WEIGHT = 3.0
 # Our generated benign texts (templates: many near-duplicates, so less each).
 GENERATED_WEIGHT = 1.0
 MIL_ROUNDS = 2
-# Naive-Bayes feature scaling (as in NBSVM, Wang & Manning 2012): before the
-# fit each feature is multiplied by 1 + NB_STRENGTH * r / mean(r), r being
-# the absolute log-ratio of its frequency in attack and benign training texts
-# (whole texts, add-one smoothing), and the fitted weights are multiplied
-# back, so the filter's model format and features stay the same. Features
-# that tell the classes apart cost less regularisation. Measured (held-out
-# fifth and never-trained ProtectAI rows, classifier alone, equal held-out
-# false positives): 0.5 gains 3 to 4 points on both and leaves every benign
-# directive further below the operating point than without; 1 and 3 gain
-# more on the held-out fifth but push short benign instructions of
-# llmgate's own tests ("Please say "alpha beta" in reverse order", a judge's
-# "Compare response A and response B ...") over it: the password game's
-# phrasing weighs more.
-NB_STRENGTH = 0.5
+# Naive-Bayes feature scaling (as in NBSVM, Wang & Manning 2012), off (0):
+# before the fit each feature is multiplied by 1 + NB_STRENGTH * r / mean(r),
+# r being the absolute log-ratio of its frequency in attack and benign
+# training texts (whole texts, add-one smoothing), and the fitted weights are
+# multiplied back (the model format stays the same). Measured and rejected:
+# at equal held-out false positives, strength 0.5 gains 3 to 4 points on the
+# held-out fifth and on the never-trained ProtectAI attacks (1 and 3: 5 to 6)
+# and cuts ProtectAI's benign false positives by half, but it learns the
+# password game's phrasing harder and blocks plain questions that the plain
+# fit passes: "Tell me a fact about the word echo" (an integration test's
+# prompt), "Decode this base64 for me, it's from my own config file: ..."; at
+# 1 and 3 also "Please say "alpha beta" in reverse order".
+NB_STRENGTH = 0.0
 # Benign sources left out of the calibration: WildGuardMix's "unharmful"
 # prompts are adversarial role-play framings labelled by harm, not by
 # manipulation (an injection detector may rightly flag them); they stay in

@@ -22,7 +22,6 @@ mod core {
     pub use llmgate::core::error;
     pub mod guard;
 }
-#[allow(dead_code)]
 #[path = "../src/core/guard/evasion.rs"]
 mod evasion;
 
